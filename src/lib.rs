@@ -1,0 +1,20 @@
+//! roofbench: hand-written CUDA kernels for LLM inference, benchmarked against roofline models of
+//! the GPU. See README.md for the architecture; each module's header says what it owns.
+
+pub mod gpu;
+pub mod measure;
+pub mod report;
+pub mod roofline;
+pub mod stream;
+pub mod suite;
+
+use suite::Suite;
+
+/// Every suite, in the order `roofbench run` runs them.
+pub fn suites() -> Vec<&'static dyn Suite> {
+    vec![&stream::StreamSuite]
+}
+
+pub fn find_suite(name: &str) -> Option<&'static dyn Suite> {
+    suites().into_iter().find(|s| s.name() == name)
+}

@@ -1,0 +1,409 @@
+//! The `roofbench` command line: parses arguments and calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+
+use roofbench::gpu::{self, Gpu, GpuError};
+use roofbench::measure::{MeasureConfig, Mode};
+use roofbench::suite::{self, Case, RunOptions, Suite, VerifyOutcome};
+
+/// Exit code when there is no usable GPU (no driver, no device, or no kernels in the binary).
+const EXIT_NO_GPU: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "roofbench",
+    version,
+    about = "LLM inference kernels vs the roofline of your GPU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Facts about each CUDA device (exit code 2 when there is none).
+    Devices,
+    /// The kernels embedded in this binary: targets, registers, shared memory, spills.
+    Kernels {
+        /// Print the raw `ptxas -v` report too.
+        #[arg(long)]
+        ptxas: bool,
+    },
+    /// The suites and the syntax of their `--case` arguments.
+    Suites,
+    /// Verify, then time, suites and write results/<gpu>/<suite>.csv|json.
+    Run {
+        #[command(flatten)]
+        select: Selection,
+        /// Only L2-flushed single launches.
+        #[arg(long, conflicts_with_all = ["hot", "graph"])]
+        cold: bool,
+        /// Only back-to-back launches (L2-resident data stays resident).
+        #[arg(long, conflicts_with = "graph")]
+        hot: bool,
+        /// Only back-to-back launches replayed from a CUDA graph.
+        #[arg(long)]
+        graph: bool,
+        /// Results directory (a folder per GPU is made inside).
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// Stop sampling a case when the median's 95% CI is within this fraction.
+        #[arg(long)]
+        target_ci: Option<f64>,
+        /// Sampling budget per case and mode, in seconds.
+        #[arg(long)]
+        budget_s: Option<f64>,
+        /// Exit with code 2 instead of 0 when there is no GPU.
+        #[arg(long)]
+        require_gpu: bool,
+    },
+    /// Every GPU correctness check against the CPU references; non-zero exit on any failure.
+    Verify {
+        #[command(flatten)]
+        select: Selection,
+    },
+}
+
+#[derive(Args)]
+struct Selection {
+    /// Suites to run (default: all). See `roofbench suites`.
+    suites: Vec<String>,
+    /// A case of your own instead of the built-in grid (repeatable; needs exactly one suite).
+    #[arg(long = "case", value_name = "SPEC")]
+    cases: Vec<String>,
+    /// A small representative grid.
+    #[arg(long)]
+    quick: bool,
+    /// CUDA device ordinal.
+    #[arg(long, default_value_t = 0)]
+    device: usize,
+}
+
+type Plan = (&'static dyn Suite, Vec<Box<dyn Case>>);
+
+impl Selection {
+    /// The suites and cases to run; unknown suites and bad case specs are errors.
+    fn plans(&self, default_cases: impl Fn(&dyn Suite) -> Vec<Box<dyn Case>>) -> Result<Vec<Plan>> {
+        let suites: Vec<&'static dyn Suite> = if self.suites.is_empty() {
+            roofbench::suites()
+        } else {
+            self.suites
+                .iter()
+                .map(|name| {
+                    roofbench::find_suite(name).ok_or_else(|| {
+                        let known: Vec<_> = roofbench::suites().iter().map(|s| s.name()).collect();
+                        anyhow::anyhow!("unknown suite `{name}` (known: {})", known.join(", "))
+                    })
+                })
+                .collect::<Result<_>>()?
+        };
+        if !self.cases.is_empty() {
+            let [suite] = suites.as_slice() else {
+                bail!("--case needs exactly one suite named before it, e.g. `roofbench run stream --case copy:1GiB`");
+            };
+            let cases = self
+                .cases
+                .iter()
+                .map(|spec| suite.parse_case(spec))
+                .collect::<Result<Vec<_>>>()
+                .map_err(|e| {
+                    anyhow::anyhow!("{e:#}\n  {} cases: {}", suite.name(), suite.case_syntax())
+                })?;
+            return Ok(vec![(*suite, cases)]);
+        }
+        Ok(suites.into_iter().map(|s| (s, default_cases(s))).collect())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Devices => devices(),
+        Command::Kernels { ptxas } => {
+            print_kernels(ptxas);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Suites => {
+            for s in roofbench::suites() {
+                println!(
+                    "{:<10} {}\n{:<10} --case {}",
+                    s.name(),
+                    s.about(),
+                    "",
+                    s.case_syntax()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            select,
+            cold,
+            hot,
+            graph,
+            out,
+            target_ci,
+            budget_s,
+            require_gpu,
+        } => {
+            let plans = select.plans(|s| s.default_cases(select.quick))?;
+            let gpu = match open_gpu(select.device) {
+                Ok(gpu) => gpu,
+                Err(e) => {
+                    eprintln!("no GPU measurement: {e}");
+                    eprintln!("What this machine can show without a GPU: the kernels built into this binary.\n");
+                    print_kernels(false);
+                    return Ok(if require_gpu {
+                        ExitCode::from(EXIT_NO_GPU)
+                    } else {
+                        ExitCode::SUCCESS
+                    });
+                }
+            };
+            let mut measure = if select.quick {
+                MeasureConfig::quick()
+            } else {
+                MeasureConfig::default()
+            };
+            if let Some(ci) = target_ci {
+                measure.stop.target_rel_ci = ci;
+            }
+            if let Some(s) = budget_s {
+                measure.stop.budget = std::time::Duration::from_secs_f64(s);
+            }
+            let modes = [(cold, Mode::Cold), (hot, Mode::Hot), (graph, Mode::Graph)]
+                .into_iter()
+                .filter_map(|(on, m)| on.then_some(m))
+                .collect::<Vec<_>>();
+            let opts = RunOptions {
+                modes: (!modes.is_empty()).then_some(modes),
+                out_dir: out,
+                measure,
+            };
+            print_device_line(&gpu);
+            let rows = suite::run(&gpu, &plans, &opts)?;
+            println!("{}", roofbench::report::results_table(&rows));
+            let failed = rows.iter().filter(|r| r.status == "failed").count();
+            if failed > 0 {
+                eprintln!("{failed} result(s) failed verification: see the `note` column");
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { select } => {
+            let plans = select.plans(|s| {
+                if select.quick {
+                    s.default_cases(true)
+                } else {
+                    s.verify_cases()
+                }
+            })?;
+            let gpu = match open_gpu(select.device) {
+                Ok(gpu) => gpu,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(EXIT_NO_GPU));
+                }
+            };
+            print_device_line(&gpu);
+            let rows = suite::verify(&gpu, &plans);
+            let mut t = Table::new();
+            t.load_preset(UTF8_FULL_CONDENSED);
+            t.set_header([
+                "suite",
+                "case",
+                "kernel",
+                "provider",
+                "result",
+                "max rel err",
+                "detail",
+            ]);
+            for r in &rows {
+                let result = match r.outcome {
+                    VerifyOutcome::Pass => "pass",
+                    VerifyOutcome::Fail => "FAIL",
+                    VerifyOutcome::Skipped => "skipped",
+                };
+                let err = r.max_rel_err.map_or("-".into(), |e| format!("{e:.2e}"));
+                t.add_row(vec![
+                    &r.suite,
+                    &r.case,
+                    &r.kernel,
+                    &r.provider,
+                    result,
+                    &err,
+                    &r.detail,
+                ]);
+            }
+            println!("{t}");
+            let count = |o| rows.iter().filter(|r| r.outcome == o).count();
+            let (pass, fail, skip) = (
+                count(VerifyOutcome::Pass),
+                count(VerifyOutcome::Fail),
+                count(VerifyOutcome::Skipped),
+            );
+            println!("verify: {pass} passed, {fail} failed, {skip} skipped");
+            Ok(if fail > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}
+
+/// Opens a device, refusing early when the binary has no kernels.
+fn open_gpu(ordinal: usize) -> Result<Gpu, GpuError> {
+    if let Some(why) = gpu::embedded::BUILT_WITHOUT_KERNELS {
+        return Err(GpuError::BuiltWithoutKernels(why));
+    }
+    Gpu::open(ordinal)
+}
+
+fn print_device_line(gpu: &Gpu) {
+    let i = gpu.info();
+    eprintln!(
+        "device {}: {} (sm_{}{}, {} SMs, {} MiB L2, driver {}, CUDA {})",
+        i.ordinal,
+        i.name,
+        i.compute_capability.0,
+        i.compute_capability.1,
+        i.sms,
+        i.l2_bytes >> 20,
+        i.driver,
+        i.cuda_driver_api
+    );
+}
+
+fn devices() -> Result<ExitCode> {
+    let count = match Gpu::count() {
+        Ok(0) => Err(GpuError::NoDevice("the driver reports 0 devices".into())),
+        other => other,
+    };
+    let count = match count {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(EXIT_NO_GPU));
+        }
+    };
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header([
+        "#",
+        "name",
+        "cc",
+        "SMs",
+        "L2 MiB",
+        "memory GiB",
+        "bus bits",
+        "mem MHz",
+        "DRAM GB/s",
+        "SM MHz",
+        "driver",
+        "CUDA",
+        "clocks now",
+    ]);
+    for ordinal in 0..count {
+        let gpu = Gpu::open(ordinal)?;
+        let i = gpu.info();
+        let now = gpu
+            .telemetry()
+            .and_then(|t| t.snapshot())
+            .map_or("no NVML".into(), |c| {
+                format!(
+                    "sm {} / mem {} MHz, {:.0} W",
+                    c.sm_clock_mhz, c.mem_clock_mhz, c.power_w
+                )
+            });
+        t.add_row(vec![
+            ordinal.to_string(),
+            i.name.clone(),
+            format!("{}.{}", i.compute_capability.0, i.compute_capability.1),
+            i.sms.to_string(),
+            (i.l2_bytes >> 20).to_string(),
+            format!("{:.1}", i.memory_bytes as f64 / (1u64 << 30) as f64),
+            i.memory_bus_width_bits.to_string(),
+            i.memory_clock_mhz.to_string(),
+            format!("{:.0}", i.dram_gbps()),
+            i.sm_clock_mhz.to_string(),
+            i.driver.clone(),
+            i.cuda_driver_api.clone(),
+            now,
+        ]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_kernels(ptxas: bool) {
+    if let Some(why) = gpu::embedded::BUILT_WITHOUT_KERNELS {
+        println!("built without kernels: {why}");
+        return;
+    }
+    println!(
+        "{} kernels in {} modules, nvcc {}",
+        gpu::MODULES
+            .iter()
+            .map(|m| m.kernel_names().len())
+            .sum::<usize>(),
+        gpu::MODULES.len(),
+        gpu::embedded::NVCC_VERSION.unwrap_or("?")
+    );
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header([
+        "module",
+        "kernel",
+        "target",
+        "registers",
+        "smem B",
+        "stack B",
+        "spills (st/ld B)",
+    ]);
+    for m in gpu::MODULES {
+        for k in m.kernels {
+            let spills = if k.spills() {
+                format!("{}/{} SPILLS", k.spill_store_bytes, k.spill_load_bytes)
+            } else {
+                "0".into()
+            };
+            t.add_row(vec![
+                m.name.to_string(),
+                k.kernel.to_string(),
+                k.target.to_string(),
+                k.registers.to_string(),
+                k.shared_bytes.to_string(),
+                k.stack_bytes.to_string(),
+                spills,
+            ]);
+        }
+        println!(
+            "{}: {} (targets: {})",
+            m.name,
+            m.source,
+            m.targets.join(" ")
+        );
+    }
+    println!("{t}");
+    if ptxas {
+        for m in gpu::MODULES {
+            println!("--- ptxas -v: {} ---\n{}", m.source, m.ptxas_report);
+        }
+    }
+}

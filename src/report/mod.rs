@@ -1,0 +1,9 @@
+//! Results: the row schema, CSV/JSON writers, terminal tables.
+
+mod row;
+mod table;
+mod writer;
+
+pub use row::ResultRow;
+pub use table::results_table;
+pub use writer::{now, read_csv, ResultsWriter, RunMetadata};

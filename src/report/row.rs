@@ -1,0 +1,51 @@
+//! One result row: a (suite, case, kernel, provider, mode) and what was measured. The CSV columns
+//! are these fields in this order; `results/README.md` documents them.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResultRow {
+    pub suite: String,
+    pub case: String,
+    pub kernel: String,
+    /// `roofbench` (our kernels), `driver` (cuMemcpy/cuMemset), `cublaslt`, ...
+    pub provider: String,
+    pub dtype: String,
+    pub params: String,
+    /// `cold`, `hot` or `graph` (see `measure::Mode`).
+    pub mode: String,
+    /// `ok`, `failed` (verification failed; still timed) or `skipped` (see `note`).
+    pub status: String,
+    pub samples: usize,
+    pub median_us: Option<f64>,
+    pub p10_us: Option<f64>,
+    pub p90_us: Option<f64>,
+    pub mean_us: Option<f64>,
+    pub stdev_us: Option<f64>,
+    /// Relative half-width of the 95% confidence interval of the median.
+    pub rel_ci: Option<f64>,
+    pub launches_per_sample: usize,
+    /// Minimum bytes / FLOPs the operation needs (declared by the suite, not what the kernel moved).
+    pub bytes: u64,
+    pub flops: u64,
+    pub gbps: Option<f64>,
+    pub tflops: Option<f64>,
+    /// The binding limit (`dram_bw`, ...), or why none applies.
+    pub ceiling: String,
+    /// `derived`, `spec` or `measured`.
+    pub ceiling_source: String,
+    pub ceiling_value: Option<f64>,
+    pub pct_of_ceiling: Option<f64>,
+    pub verified: bool,
+    pub max_rel_err: Option<f64>,
+    /// Set when the SM clock dropped or a throttle reason was active during sampling.
+    pub clock_warning: String,
+    pub gpu: String,
+    pub sm_clock_mhz: Option<u32>,
+    pub mem_clock_mhz: Option<u32>,
+    pub driver: String,
+    pub cuda: String,
+    pub commit: String,
+    pub timestamp: String,
+    pub note: String,
+}

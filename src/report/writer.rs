@@ -1,0 +1,216 @@
+//! Writes results as they are measured: `<dir>/<suite>.csv` gets one row appended (and flushed)
+//! per finished case, so an interrupted run keeps its rows; `<dir>/<suite>.json` is rewritten
+//! after each row with the run's full metadata and all rows so far.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::row::ResultRow;
+
+/// Everything about a run that is the same for all its rows.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunMetadata {
+    pub tool: String,
+    pub commit: String,
+    pub command: String,
+    pub started: String,
+    pub host: String,
+    pub gpu: Option<crate::gpu::DeviceInfo>,
+    pub clocks_at_start: Option<crate::gpu::ClockSnapshot>,
+    pub power_limit_w: Option<f64>,
+    pub measure: Option<crate::measure::MeasureConfig>,
+    pub nvcc: Option<String>,
+    pub kernel_targets: Vec<String>,
+}
+
+impl RunMetadata {
+    /// Metadata of this process (command line, commit, time), without device facts.
+    pub fn this_run() -> RunMetadata {
+        let mut targets: Vec<String> = crate::gpu::MODULES
+            .iter()
+            .flat_map(|m| m.targets.iter().map(|t| t.to_string()))
+            .collect();
+        targets.sort();
+        targets.dedup();
+        RunMetadata {
+            tool: format!("roofbench {}", env!("CARGO_PKG_VERSION")),
+            commit: crate::gpu::embedded::GIT_COMMIT.to_string(),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            started: now(),
+            host: std::fs::read_to_string("/etc/hostname")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            gpu: None,
+            clocks_at_start: None,
+            power_limit_w: None,
+            measure: None,
+            nvcc: crate::gpu::embedded::NVCC_VERSION.map(str::to_string),
+            kernel_targets: targets,
+        }
+    }
+}
+
+/// RFC 3339 UTC timestamp.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[derive(Serialize)]
+struct JsonResults<'a> {
+    metadata: &'a RunMetadata,
+    rows: &'a [ResultRow],
+}
+
+pub struct ResultsWriter {
+    csv: csv::Writer<File>,
+    csv_path: PathBuf,
+    json_path: PathBuf,
+    metadata: RunMetadata,
+    rows: Vec<ResultRow>,
+}
+
+impl ResultsWriter {
+    /// Starts `<dir>/<suite>.csv` and `.json` afresh (a run's files describe that run only).
+    pub fn create(dir: &Path, suite: &str, metadata: RunMetadata) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let csv_path = dir.join(format!("{suite}.csv"));
+        let file = File::create(&csv_path)
+            .with_context(|| format!("cannot write {}", csv_path.display()))?;
+        Ok(ResultsWriter {
+            csv: csv::Writer::from_writer(file),
+            csv_path,
+            json_path: dir.join(format!("{suite}.json")),
+            metadata,
+            rows: Vec::new(),
+        })
+    }
+
+    pub fn append(&mut self, row: ResultRow) -> Result<()> {
+        self.csv.serialize(&row)?;
+        self.csv.flush()?;
+        self.rows.push(row);
+        let json = serde_json::to_string_pretty(&JsonResults {
+            metadata: &self.metadata,
+            rows: &self.rows,
+        })?;
+        // Write-then-rename: an interrupted run never leaves half a JSON file.
+        let tmp = self.json_path.with_extension("json.tmp");
+        File::create(&tmp)
+            .and_then(|mut f| f.write_all(json.as_bytes()))
+            .and_then(|_| std::fs::rename(&tmp, &self.json_path))
+            .with_context(|| format!("cannot write {}", self.json_path.display()))
+    }
+
+    pub fn csv_path(&self) -> &Path {
+        &self.csv_path
+    }
+
+    pub fn rows(&self) -> &[ResultRow] {
+        &self.rows
+    }
+}
+
+/// Reads a results CSV back.
+pub fn read_csv(path: &Path) -> Result<Vec<ResultRow>> {
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+    reader
+        .deserialize()
+        .collect::<Result<Vec<ResultRow>, _>>()
+        .with_context(|| format!("{} does not match the results schema", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(case: &str, median: Option<f64>) -> ResultRow {
+        ResultRow {
+            suite: "stream".into(),
+            case: case.into(),
+            kernel: "stream_copy_u32x4".into(),
+            provider: "roofbench".into(),
+            dtype: "u32".into(),
+            params: "elements=262144".into(),
+            mode: "cold".into(),
+            status: "ok".into(),
+            samples: 12,
+            median_us: median,
+            bytes: 2 << 20,
+            verified: true,
+            max_rel_err: Some(0.0),
+            note: "a note, with a comma".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn rows_round_trip_through_csv_and_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ResultsWriter::create(dir.path(), "stream", RunMetadata::this_run()).unwrap();
+        w.append(row("copy/1MiB", Some(1.25))).unwrap();
+        // The first row is on disk before the second is measured.
+        assert_eq!(read_csv(w.csv_path()).unwrap().len(), 1);
+        w.append(row("copy/4MiB", None)).unwrap();
+        let back = read_csv(&dir.path().join("stream.csv")).unwrap();
+        assert_eq!(
+            back,
+            vec![row("copy/1MiB", Some(1.25)), row("copy/4MiB", None)]
+        );
+
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("stream.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["rows"].as_array().unwrap().len(), 2);
+        assert!(json["metadata"]["commit"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty()));
+    }
+
+    #[test]
+    fn csv_header_has_the_documented_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ResultsWriter::create(dir.path(), "s", RunMetadata::this_run()).unwrap();
+        w.append(row("c", Some(1.0))).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("s.csv")).unwrap();
+        let header = text.lines().next().unwrap();
+        for column in [
+            "suite",
+            "case",
+            "kernel",
+            "provider",
+            "dtype",
+            "params",
+            "samples",
+            "median_us",
+            "p10_us",
+            "p90_us",
+            "rel_ci",
+            "bytes",
+            "flops",
+            "gbps",
+            "tflops",
+            "ceiling",
+            "pct_of_ceiling",
+            "verified",
+            "max_rel_err",
+            "gpu",
+            "sm_clock_mhz",
+            "mem_clock_mhz",
+            "driver",
+            "cuda",
+            "commit",
+            "timestamp",
+        ] {
+            assert!(
+                header.split(',').any(|h| h == column),
+                "missing column {column}"
+            );
+        }
+    }
+}

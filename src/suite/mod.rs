@@ -1,0 +1,97 @@
+//! What a benchmark suite is, and the runner that measures and verifies any suite.
+//!
+//! A [`Suite`] lists [`Case`]s (its built-in grid, or cases parsed from the command line). A case
+//! declares its minimum work and prepares device inputs; the [`Prepared`] case offers
+//! [`Variant`]s (our kernels and vendor providers) that can each be launched and verified against
+//! a CPU reference. The runner owns timing, verification order, results and progress, so a suite
+//! contains only its problem, its kernels and its reference.
+
+mod runner;
+pub mod size;
+
+use anyhow::Result;
+
+use crate::gpu::{DeviceInfo, Gpu, GpuResult};
+use crate::measure::{Mode, Workload};
+
+pub use runner::{run, verify, RunOptions, VerifyOutcome, VerifyRow};
+
+pub trait Suite: Sync {
+    fn name(&self) -> &'static str;
+    fn about(&self) -> &'static str;
+    /// Syntax of a user-given case for `--case`, with an example.
+    fn case_syntax(&self) -> &'static str;
+    /// The built-in grid (`quick`: a small representative subset).
+    fn default_cases(&self, quick: bool) -> Vec<Box<dyn Case>>;
+    /// A user-given case; an unsupported one is an error that says what is supported.
+    fn parse_case(&self, spec: &str) -> Result<Box<dyn Case>>;
+    /// What `roofbench verify` checks by default: the quick grid plus awkward sizes (odd element
+    /// counts, tails shorter than a vector) that the timing grid does not need.
+    fn verify_cases(&self) -> Vec<Box<dyn Case>> {
+        self.default_cases(true)
+    }
+}
+
+pub trait Case {
+    /// Short unique name within the suite, e.g. `copy/1GiB`.
+    fn name(&self) -> String;
+    fn dtype(&self) -> String;
+    /// Every parameter, `key=value` separated by spaces.
+    fn params(&self) -> String;
+    /// Minimum bytes and FLOPs the operation needs.
+    fn workload(&self) -> Workload;
+    /// Device memory the prepared case allocates.
+    fn device_bytes(&self) -> u64;
+    /// Modes to time when the user names none.
+    fn default_modes(&self, device: &DeviceInfo) -> Vec<Mode>;
+    /// Whether a hot measurement of this case keeps its working set in L2.
+    fn l2_resident(&self, device: &DeviceInfo) -> bool {
+        self.device_bytes() * 2 <= device.l2_bytes
+    }
+    /// Allocates and fills inputs with fresh random data.
+    fn prepare(&self, gpu: &Gpu) -> Result<Box<dyn Prepared>>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// A roofbench kernel.
+    Roofbench,
+    /// The CUDA driver's own operation (cuMemcpyDtoDAsync, cuMemsetD32Async).
+    Driver,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Roofbench => "roofbench",
+            Provider::Driver => "driver",
+        }
+    }
+}
+
+/// One way to compute a prepared case.
+#[derive(Debug, Clone)]
+pub struct Variant {
+    pub kernel: String,
+    pub provider: Provider,
+    /// Why it cannot run here (e.g. needs sm_90a), if so.
+    pub unavailable: Option<String>,
+}
+
+/// The result of comparing one GPU output with the CPU reference.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub passed: bool,
+    /// Largest |gpu - reference| / |reference| over the output (0 for exact operations).
+    pub max_rel_err: f64,
+    /// What was compared, and the first mismatch if any.
+    pub detail: String,
+}
+
+pub trait Prepared {
+    fn variants(&self) -> &[Variant];
+    /// Enqueues one execution of `variant` on the device stream (no synchronisation).
+    fn launch(&mut self, gpu: &Gpu, variant: usize) -> GpuResult<()>;
+    /// Poisons the output, runs `variant` once and compares with the CPU reference.
+    fn verify(&mut self, gpu: &Gpu, variant: usize) -> Result<Check>;
+}
