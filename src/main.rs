@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
-use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
 use roofbench::gpu::{self, Gpu, GpuError};
 use roofbench::measure::{MeasureConfig, Mode};
+use roofbench::report::table;
 use roofbench::suite::{self, Case, RunOptions, Suite, VerifyOutcome};
 
 /// Exit code when there is no usable GPU (no driver, no device, or no kernels in the binary).
@@ -104,7 +104,7 @@ impl Selection {
                 .collect::<Result<_>>()?
         };
         if !self.cases.is_empty() {
-            let [suite] = suites.as_slice() else {
+            let ([suite], [_]) = (suites.as_slice(), self.suites.as_slice()) else {
                 bail!("--case needs exactly one suite named before it, e.g. `roofbench run stream --case copy:1GiB`");
             };
             let cases = self
@@ -222,34 +222,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             };
             print_device_line(&gpu);
             let rows = suite::verify(&gpu, &plans);
-            let mut t = Table::new();
-            t.load_preset(UTF8_FULL_CONDENSED);
-            t.set_header([
-                "suite",
-                "case",
-                "kernel",
-                "provider",
-                "result",
-                "max rel err",
-                "detail",
-            ]);
-            for r in &rows {
-                let result = match r.outcome {
-                    VerifyOutcome::Pass => "pass",
-                    VerifyOutcome::Fail => "FAIL",
-                    VerifyOutcome::Skipped => "skipped",
-                };
-                let err = r.max_rel_err.map_or("-".into(), |e| format!("{e:.2e}"));
-                t.add_row(vec![
-                    &r.suite,
-                    &r.case,
-                    &r.kernel,
-                    &r.provider,
-                    result,
-                    &err,
-                    &r.detail,
-                ]);
-            }
+            let t = roofbench::report::verify_table(&rows);
             println!("{t}");
             let count = |o| rows.iter().filter(|r| r.outcome == o).count();
             let (pass, fail, skip) = (
@@ -302,9 +275,7 @@ fn devices() -> Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_NO_GPU));
         }
     };
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header([
+    let mut t = table([
         "#",
         "name",
         "cc",
@@ -356,49 +327,45 @@ fn print_kernels(ptxas: bool) {
         println!("built without kernels: {why}");
         return;
     }
+    let kernel_count: usize = gpu::MODULES.iter().map(|m| m.kernel_names().len()).sum();
     println!(
-        "{} kernels in {} modules, nvcc {}",
-        gpu::MODULES
-            .iter()
-            .map(|m| m.kernel_names().len())
-            .sum::<usize>(),
+        "{kernel_count} kernels in {} modules, nvcc {}",
         gpu::MODULES.len(),
         gpu::embedded::NVCC_VERSION.unwrap_or("?")
     );
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header([
-        "module",
-        "kernel",
-        "target",
-        "registers",
-        "smem B",
-        "stack B",
-        "spills (st/ld B)",
-    ]);
+    // One row per kernel, one column per machine-code target: registers, shared memory, spills.
+    let mut targets: Vec<&str> = gpu::MODULES
+        .iter()
+        .flat_map(|m| m.kernels.iter().map(|k| k.target))
+        .collect();
+    targets.sort_by_key(|t| gpu::embedded::Target::parse(t).map(|t| (t.major, t.minor)));
+    targets.dedup();
+    let mut t = table(
+        ["module", "kernel"]
+            .into_iter()
+            .chain(targets.iter().copied()),
+    );
     for m in gpu::MODULES {
-        for k in m.kernels {
-            let spills = if k.spills() {
-                format!("{}/{} SPILLS", k.spill_store_bytes, k.spill_load_bytes)
-            } else {
-                "0".into()
-            };
-            t.add_row(vec![
-                m.name.to_string(),
-                k.kernel.to_string(),
-                k.target.to_string(),
-                k.registers.to_string(),
-                k.shared_bytes.to_string(),
-                k.stack_bytes.to_string(),
-                spills,
-            ]);
-        }
         println!(
             "{}: {} (targets: {})",
             m.name,
             m.source,
             m.targets.join(" ")
         );
+        for name in m.kernel_names() {
+            let cells = targets.iter().map(|target| {
+                let entry = m
+                    .kernels
+                    .iter()
+                    .find(|k| k.kernel == name && k.target == *target);
+                entry.map_or("-".into(), resource_cell)
+            });
+            t.add_row(
+                [m.name.to_string(), name.to_string()]
+                    .into_iter()
+                    .chain(cells),
+            );
+        }
     }
     println!("{t}");
     if ptxas {
@@ -406,4 +373,18 @@ fn print_kernels(ptxas: bool) {
             println!("--- ptxas -v: {} ---\n{}", m.source, m.ptxas_report);
         }
     }
+}
+
+fn resource_cell(k: &gpu::KernelResources) -> String {
+    let mut cell = format!("{} regs", k.registers);
+    if k.shared_bytes > 0 {
+        cell += &format!(", {} B smem", k.shared_bytes);
+    }
+    if k.spills() || k.stack_bytes > 0 {
+        cell += &format!(
+            ", SPILLS {}/{} B, stack {} B",
+            k.spill_store_bytes, k.spill_load_bytes, k.stack_bytes
+        );
+    }
+    cell
 }

@@ -5,5 +5,5 @@ mod table;
 mod writer;
 
 pub use row::ResultRow;
-pub use table::results_table;
+pub use table::{results_table, table, verify_table};
 pub use writer::{now, read_csv, ResultsWriter, RunMetadata};

@@ -3,6 +3,46 @@
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 
 use super::row::ResultRow;
+use crate::suite::{VerifyOutcome, VerifyRow};
+
+/// An empty table in the house style.
+pub fn table<'a>(header: impl IntoIterator<Item = &'a str>) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(header);
+    t
+}
+
+/// The `roofbench verify` table: one line per (case, kernel).
+pub fn verify_table(rows: &[VerifyRow]) -> Table {
+    let mut t = table([
+        "suite",
+        "case",
+        "kernel",
+        "provider",
+        "result",
+        "max rel err",
+        "detail",
+    ]);
+    for r in rows {
+        let result = match r.outcome {
+            VerifyOutcome::Pass => "pass",
+            VerifyOutcome::Fail => "FAIL",
+            VerifyOutcome::Skipped => "skipped",
+        };
+        let err = r.max_rel_err.map_or("-".into(), |e| format!("{e:.2e}"));
+        t.add_row(vec![
+            &r.suite,
+            &r.case,
+            &r.kernel,
+            &r.provider,
+            result,
+            &err,
+            &r.detail,
+        ]);
+    }
+    t
+}
 
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map(|x| format!("{x:.digits$}"))
@@ -11,9 +51,7 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 
 /// The end-of-run table: one line per row.
 pub fn results_table(rows: &[ResultRow]) -> Table {
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header([
+    let mut t = table([
         "suite",
         "case",
         "kernel",

@@ -181,6 +181,10 @@ impl Suite for StreamSuite {
         "read / write / copy / triad over 1 MiB..4 GiB, 4- and 16-byte accesses, vs the driver's memcpy/memset"
     }
 
+    fn kernel_names(&self) -> Vec<String> {
+        StreamOp::ALL.iter().flat_map(|op| op.kernels()).collect()
+    }
+
     fn case_syntax(&self) -> &'static str {
         "OP:BYTES_PER_ARRAY, OP one of read|write|copy|triad, e.g. copy:1GiB, triad:48MiB, read:4000012"
     }

@@ -19,6 +19,8 @@ pub use runner::{run, verify, RunOptions, VerifyOutcome, VerifyRow};
 pub trait Suite: Sync {
     fn name(&self) -> &'static str;
     fn about(&self) -> &'static str;
+    /// Every embedded kernel this suite may launch (checked against the build in the tests).
+    fn kernel_names(&self) -> Vec<String>;
     /// Syntax of a user-given case for `--case`, with an example.
     fn case_syntax(&self) -> &'static str;
     /// The built-in grid (`quick`: a small representative subset).

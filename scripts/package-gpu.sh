@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Builds everything a GPU node without Rust needs into dist/gpu/ (git-ignored):
+#   bin/roofbench, tests/<name> (test executables), benches/<name>, run-all.sh
+# Copy dist/gpu to the node (or name `dist` in the device tool's carry) and run dist/gpu/run-all.sh.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/install-cuda.sh
+export ROOFBENCH_REQUIRE_KERNELS=1
+dist=dist/gpu
+rm -rf "$dist" && mkdir -p "$dist/bin" "$dist/tests" "$dist/benches"
+
+cargo build --release --locked --bins
+cp target/release/roofbench "$dist/bin/"
+strip --strip-debug "$dist/bin/roofbench"   # the device tool carries at most 64 MiB
+
+# Executable paths from cargo's JSON messages; copied under stable names (no hash suffix).
+collect() {  # $1: destination folder, $2: target kinds to keep (comma-separated); stdin: cargo JSON
+  python3 -c '
+import json, os, shutil, subprocess, sys
+dest, kinds = sys.argv[1], sys.argv[2].split(",")
+for line in sys.stdin:
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        continue
+    exe = msg.get("executable")
+    if msg.get("reason") != "compiler-artifact" or not exe:
+        continue
+    kind, name = msg["target"]["kind"][0], msg["target"]["name"]
+    # Test runs also build the CLI itself (for CARGO_BIN_EXE_*): keep only test harnesses.
+    if kind in kinds and (kind == "bench" or msg["profile"]["test"]):
+        name = kind + "-" + name if kind in ("lib", "bin") else name
+        shutil.copy2(exe, os.path.join(dest, name))
+        subprocess.run(["strip", "--strip-debug", os.path.join(dest, name)], check=True)
+        print("  " + os.path.join(dest, name))
+' "$1" "$2"
+}
+echo "test executables:"
+cargo test --release --locked --no-run --message-format=json 2>/dev/null | collect "$dist/tests" lib,bin,test
+echo "bench executables:"
+cargo bench --locked --no-run --message-format=json 2>/dev/null | collect "$dist/benches" bench
+
+cat > "$dist/run-all.sh" <<'RUN'
+#!/usr/bin/env bash
+# On a GPU node: device facts, every correctness check, the GPU tests, the suites, the benches.
+# Results go to $OUT (default ./out): verify.txt, tests.txt, results/<gpu>/*.csv|json, criterion/.
+# Arguments go to `roofbench run` (e.g. --quick).
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out=${OUT:-$PWD/out}
+mkdir -p "$out"
+status=0
+"$here/bin/roofbench" devices | tee "$out/devices.txt" || exit 2
+"$here/bin/roofbench" kernels > "$out/kernels.txt"
+"$here/bin/roofbench" verify 2>&1 | tee "$out/verify.txt" || status=1
+for t in "$here"/tests/*; do
+  echo "== $(basename "$t") --ignored"
+  "$t" --ignored --test-threads=1 || status=1
+done 2>&1 | tee "$out/tests.txt"
+grep -q "FAILED\|panicked" "$out/tests.txt" && status=1
+"$here/bin/roofbench" run --out "$out/results" "$@" || status=1
+if [ "${ROOFBENCH_SKIP_BENCHES:-0}" != 1 ]; then
+  for b in "$here"/benches/*; do
+    CRITERION_HOME="$out/criterion" "$b" --bench --warm-up-time 1 --measurement-time 2 || status=1
+  done 2>&1 | tee "$out/benches.txt"
+fi
+echo "run-all: exit $status (outputs in $out)"
+exit $status
+RUN
+chmod +x "$dist/run-all.sh"
+echo "packaged into $dist; ldd of the CLI (should be libc, libm, libgcc_s only):"
+ldd "$dist/bin/roofbench" | sed 's/^/  /'

@@ -1,0 +1,99 @@
+//! The kernel table built into the binary: every kernel the suites launch is there for sm_90a
+//! (the H100/H200 target) without register spills, and nothing is embedded that no suite uses.
+
+use roofbench::gpu::{embedded, MODULES};
+
+/// Without nvcc the table is empty by design; CI builds with ROOFBENCH_REQUIRE_KERNELS=1, where an
+/// empty table would already have failed the build.
+fn built_with_kernels() -> bool {
+    if let Some(why) = embedded::BUILT_WITHOUT_KERNELS {
+        eprintln!("skipping: built without kernels ({why})");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn every_suite_kernel_is_embedded_for_sm90a() {
+    if !built_with_kernels() {
+        return;
+    }
+    for suite in roofbench::suites() {
+        for kernel in suite.kernel_names() {
+            let module = embedded::module_of(&kernel).unwrap_or_else(|| {
+                panic!(
+                    "suite {} launches {kernel}, which is not embedded",
+                    suite.name()
+                )
+            });
+            assert!(
+                module
+                    .kernels
+                    .iter()
+                    .any(|k| k.kernel == kernel && k.target == "sm_90a"),
+                "{kernel} has no sm_90a machine code in {}",
+                module.source
+            );
+            assert!(!module.fatbin.is_empty());
+        }
+    }
+}
+
+#[test]
+fn no_embedded_kernel_is_unused() {
+    let used: Vec<String> = roofbench::suites()
+        .iter()
+        .flat_map(|s| s.kernel_names())
+        .collect();
+    for module in MODULES {
+        for name in module.kernel_names() {
+            assert!(
+                used.iter().any(|u| u == name),
+                "{name} in {} is launched by no suite",
+                module.source
+            );
+        }
+    }
+}
+
+#[test]
+fn no_register_spills_on_sm90a() {
+    if !built_with_kernels() {
+        return;
+    }
+    let spilling: Vec<String> = MODULES
+        .iter()
+        .flat_map(|m| m.kernels.iter())
+        .filter(|k| k.target == "sm_90a" && (k.spills() || k.stack_bytes > 0))
+        .map(|k| {
+            format!(
+                "{} ({} B stores, {} B loads, {} B stack)",
+                k.kernel, k.spill_store_bytes, k.spill_load_bytes, k.stack_bytes
+            )
+        })
+        .collect();
+    assert!(
+        spilling.is_empty(),
+        "kernels spilling on sm_90a: {spilling:?}"
+    );
+}
+
+#[test]
+fn report_was_parsed_for_every_target() {
+    if !built_with_kernels() {
+        return;
+    }
+    for module in MODULES {
+        for target in module.targets.iter().filter(|t| t.starts_with("sm_")) {
+            for name in module.kernel_names() {
+                let entry = module
+                    .kernels
+                    .iter()
+                    .find(|k| k.kernel == name && k.target == *target);
+                let entry =
+                    entry.unwrap_or_else(|| panic!("{name} has no ptxas entry for {target}"));
+                assert!(entry.registers > 0, "{name}/{target}: registers not parsed");
+            }
+        }
+    }
+}
