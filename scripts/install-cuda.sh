@@ -35,7 +35,7 @@ fi
 
 echo "installing nvcc $want into $dest ..."
 rm -rf "$dest"
-"$python" -m pip install --quiet --disable-pip-version-check --no-cache-dir \
+"$python" -m pip install --quiet --disable-pip-version-check --no-cache-dir --root-user-action=ignore \
   --target "$dest" "${packages[@]}"
 
 if ! "$nvcc" --version | grep -q "$want"; then
