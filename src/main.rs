@@ -8,8 +8,10 @@ use clap::{Args, Parser, Subcommand};
 
 use roofbench::gpu::{self, Gpu, GpuError};
 use roofbench::measure::{MeasureConfig, Mode};
+use roofbench::predict::{self, Format};
 use roofbench::report::table;
-use roofbench::suite::{self, Case, RunOptions, Suite, VerifyOutcome};
+use roofbench::roofline::Catalog;
+use roofbench::suite::{self, Case, Plan, RunOptions, Suite, VerifyOutcome};
 
 /// Exit code when there is no usable GPU (no driver, no device, or no kernels in the binary).
 const EXIT_NO_GPU: u8 = 2;
@@ -21,6 +23,9 @@ const EXIT_NO_GPU: u8 = 2;
     about = "LLM inference kernels vs the roofline of your GPU"
 )]
 struct Cli {
+    /// Extra or overriding GPU specs (TOML, format of examples/my-gpus.toml); also ROOFBENCH_GPUS.
+    #[arg(long, global = true, value_name = "FILE")]
+    gpus: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -62,13 +67,52 @@ enum Command {
         /// Exit with code 2 instead of 0 when there is no GPU.
         #[arg(long)]
         require_gpu: bool,
+        /// Without a GPU, the predictions shown are for this GPU of the spec table.
+        #[arg(long, default_value = DEFAULT_PREDICT_GPU)]
+        predict_gpu: String,
     },
     /// Every GPU correctness check against the CPU references; non-zero exit on any failure.
     Verify {
         #[command(flatten)]
         select: Selection,
     },
+    /// The GPU spec table (dense peaks, bandwidth, sources); no GPU needed.
+    Gpus {
+        /// Show one GPU with the source of every value.
+        name: Option<String>,
+    },
+    /// PREDICTED roofline-bound time, GB/s and TFLOPS of every case on a GPU of the spec table.
+    Predict {
+        /// A GPU of the spec table (`roofbench gpus`).
+        #[arg(long, default_value = DEFAULT_PREDICT_GPU)]
+        gpu: String,
+        #[command(flatten)]
+        select: Selection,
+        /// Also write the predictions as CSV.
+        #[arg(long, value_name = "FILE")]
+        csv: Option<PathBuf>,
+    },
+    /// PREDICTED side-by-side comparison of GPUs: limits, ridge points, the bound of every case.
+    CompareGpus {
+        /// Two or more GPUs of the spec table; speedups are relative to the first.
+        #[arg(required = true, num_args = 2..)]
+        names: Vec<String>,
+        /// Suites to compare on (default: all).
+        #[arg(long = "suite")]
+        suites: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Where to write the roofline SVG of these GPUs.
+        #[arg(long, default_value = "compare-gpus.svg")]
+        svg: PathBuf,
+        /// A small representative grid.
+        #[arg(long)]
+        quick: bool,
+    },
 }
+
+/// The GPU predictions are shown for when none is named (and the main job shows without a GPU).
+const DEFAULT_PREDICT_GPU: &str = "H100 SXM";
 
 #[derive(Args)]
 struct Selection {
@@ -85,11 +129,10 @@ struct Selection {
     device: usize,
 }
 
-type Plan = (&'static dyn Suite, Vec<Box<dyn Case>>);
 
 impl Selection {
     /// The suites and cases to run; unknown suites and bad case specs are errors.
-    fn plans(&self, default_cases: impl Fn(&dyn Suite) -> Vec<Box<dyn Case>>) -> Result<Vec<Plan>> {
+    fn plans(&self, default_cases: impl Fn(&dyn Suite) -> Vec<Box<dyn Case>>) -> Result<Vec<Plan<'static>>> {
         let suites: Vec<&'static dyn Suite> = if self.suites.is_empty() {
             roofbench::suites()
         } else {
@@ -123,7 +166,7 @@ impl Selection {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match dispatch(cli.command) {
+    match dispatch(cli.command, cli.gpus) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -132,7 +175,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn dispatch(command: Command) -> Result<ExitCode> {
+fn dispatch(command: Command, gpus_file: Option<PathBuf>) -> Result<ExitCode> {
+    let catalog = || Catalog::load(gpus_file.as_deref());
     match command {
         Command::Devices => devices(),
         Command::Kernels { ptxas } => {
@@ -160,14 +204,21 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             target_ci,
             budget_s,
             require_gpu,
+            predict_gpu,
         } => {
             let plans = select.plans(|s| s.default_cases(select.quick))?;
             let gpu = match open_gpu(select.device) {
                 Ok(gpu) => gpu,
                 Err(e) => {
-                    eprintln!("no GPU measurement: {e}");
-                    eprintln!("What this machine can show without a GPU: the kernels built into this binary.\n");
+                    eprintln!("no GPU measurement: {e}\n");
                     print_kernels(false);
+                    let catalog = catalog()?;
+                    let spec = catalog.get(&predict_gpu)?;
+                    println!("\nPREDICTED (roofline bounds from the {} spec sheet; nothing measured here):", spec.name);
+                    println!(
+                        "{}",
+                        predict::prediction_table(&predict::predict(spec, &plans))
+                    );
                     return Ok(if require_gpu {
                         ExitCode::from(EXIT_NO_GPU)
                     } else {
@@ -194,6 +245,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                 modes: (!modes.is_empty()).then_some(modes),
                 out_dir: out,
                 measure,
+                catalog: catalog()?,
             };
             print_device_line(&gpu);
             let rows = suite::run(&gpu, &plans, &opts)?;
@@ -203,6 +255,80 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                 eprintln!("{failed} result(s) failed verification: see the `note` column");
                 return Ok(ExitCode::FAILURE);
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gpus { name } => {
+            let catalog = catalog()?;
+            match name {
+                Some(name) => print_gpu_sources(&catalog, catalog.get(&name)?),
+                None => {
+                    let specs: Vec<_> = catalog.gpus.iter().collect();
+                    let (header, rows) = predict::gpu_summary(&specs, false);
+                    // Transposed: one GPU per row reads better for the whole table.
+                    let mut t =
+                        table(std::iter::once("GPU").chain(rows.iter().map(|r| r[0].as_str())));
+                    for (i, gpu) in header.iter().enumerate().skip(1) {
+                        t.add_row(
+                            std::iter::once(gpu.clone()).chain(rows.iter().map(|r| r[i].clone())),
+                        );
+                    }
+                    println!("{t}\nDense figures (sparse ones are 2x). `roofbench gpus NAME` shows the source of each value.");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Predict { gpu, select, csv } => {
+            let catalog = catalog()?;
+            let spec = catalog.get(&gpu)?;
+            let plans = select.plans(|s| s.default_cases(select.quick))?;
+            let predictions = predict::predict(spec, &plans);
+            println!(
+                "PREDICTED for {} ({} figures; nothing measured):",
+                spec.name,
+                origin_word(spec)
+            );
+            println!("{}", predict::prediction_table(&predictions));
+            if let Some(path) = csv {
+                let mut w = csv::Writer::from_path(&path)?;
+                for p in &predictions {
+                    w.serialize(p)?;
+                }
+                w.flush()?;
+                eprintln!("predictions written to {}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CompareGpus {
+            names,
+            suites,
+            format,
+            svg,
+            quick,
+        } => {
+            let catalog = catalog()?;
+            let specs = names
+                .iter()
+                .map(|n| catalog.get(n))
+                .collect::<Result<Vec<_>>>()?;
+            let select = Selection {
+                suites,
+                cases: vec![],
+                quick,
+                device: 0,
+            };
+            let plans = select.plans(|s| s.default_cases(quick))?;
+            println!("PREDICTED from spec sheets (dense figures); nothing measured.\n");
+            let (header, rows) = predict::gpu_summary(&specs, true);
+            println!("{}\n", predict::render(&header, &rows, format));
+            let (header, rows) = predict::comparison(&specs, &plans);
+            println!("{}", predict::render(&header, &rows, format));
+            let roofs: Vec<_> = specs
+                .iter()
+                .map(|s| roofbench::roofline::Roof::from_spec(s))
+                .collect();
+            let points = predict::predict(specs[0], &plans);
+            roofbench::report::plot::compare_svg(&svg, &roofs, &points)?;
+            eprintln!("roofline of these GPUs: {}", svg.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { select } => {
@@ -387,4 +513,55 @@ fn resource_cell(k: &gpu::KernelResources) -> String {
         );
     }
     cell
+}
+
+fn origin_word(spec: &roofbench::roofline::GpuSpec) -> &'static str {
+    match spec.origin {
+        roofbench::roofline::spec::Origin::Spec => "spec-sheet",
+        roofbench::roofline::spec::Origin::User => "user-file",
+        roofbench::roofline::spec::Origin::Derived => "derived",
+    }
+}
+
+/// One GPU with the document behind every value.
+fn print_gpu_sources(catalog: &Catalog, spec: &roofbench::roofline::GpuSpec) {
+    println!(
+        "{} ({}, sm_{}{}, {} figures)",
+        spec.name,
+        spec.architecture,
+        spec.compute_capability[0],
+        spec.compute_capability[1],
+        origin_word(spec)
+    );
+    let mut t = table(["field", "value", "source", "note"]);
+    let mut add = |field: String, v: &roofbench::roofline::spec::Sourced| {
+        let source = catalog
+            .sources
+            .get(&v.source)
+            .map_or(v.source.clone(), |s| format!("{} <{}>", s.title, s.url));
+        t.add_row(vec![
+            field,
+            format!("{}", v.value),
+            source,
+            v.note.clone().unwrap_or_default(),
+        ]);
+    };
+    add("SMs".into(), &spec.sms);
+    add("boost clock MHz".into(), &spec.boost_clock_mhz);
+    add("memory GB".into(), &spec.memory_gb);
+    add("memory GB/s".into(), &spec.memory_bandwidth_gbps);
+    add("L2 MB".into(), &spec.l2_mb);
+    for (field, v) in [
+        ("TDP W", &spec.tdp_w),
+        ("PCIe GB/s", &spec.pcie_gbps),
+        ("NVLink GB/s", &spec.nvlink_gbps),
+    ] {
+        if let Some(v) = v {
+            add(field.into(), v);
+        }
+    }
+    for (p, v) in &spec.dense_tflops {
+        add(format!("{p} dense {}", p.unit()), v);
+    }
+    println!("{t}");
 }

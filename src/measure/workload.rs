@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::roofline::Precision;
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Workload {
     /// Bytes the operation must move through device memory: each input read once, each output
@@ -10,11 +12,17 @@ pub struct Workload {
     pub bytes: u64,
     /// Arithmetic operations it must do (a multiply-add counts 2).
     pub flops: u64,
+    /// The arithmetic the FLOPs are done in: which compute roof applies.
+    pub precision: Option<Precision>,
 }
 
 impl Workload {
     pub fn bytes(bytes: u64) -> Workload {
-        Workload { bytes, flops: 0 }
+        Workload {
+            bytes,
+            flops: 0,
+            precision: None,
+        }
     }
 
     /// Decimal GB/s at `time_us` microseconds.
@@ -46,6 +54,7 @@ mod tests {
         let w = Workload {
             bytes: 3_000_000_000,
             flops: 2_000_000_000_000,
+            precision: Some(Precision::Bf16),
         };
         assert!((w.gbps(1_000_000.0) - 3.0).abs() < 1e-12);
         assert!((w.tflops(1_000_000.0) - 2.0).abs() < 1e-12);

@@ -1,5 +1,6 @@
 //! Results: the row schema, CSV/JSON writers, terminal tables.
 
+pub mod plot;
 mod row;
 mod table;
 mod writer;

@@ -32,10 +32,14 @@ pub struct ResultRow {
     pub tflops: Option<f64>,
     /// The binding limit (`dram_bw`, ...), or why none applies.
     pub ceiling: String,
-    /// `derived`, `spec` or `measured`.
+    /// `spec`, `user`, `derived` or `measured:<calibration>`.
     pub ceiling_source: String,
     pub ceiling_value: Option<f64>,
     pub pct_of_ceiling: Option<f64>,
+    /// The roofline bound (fastest possible time) against that ceiling, µs.
+    pub bound_us: Option<f64>,
+    /// Percent of the bound computed from the spec sheet (or derived) figures alone.
+    pub pct_of_spec: Option<f64>,
     pub verified: bool,
     pub max_rel_err: Option<f64>,
     /// Set when the SM clock dropped or a throttle reason was active during sampling.

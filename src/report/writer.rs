@@ -23,6 +23,10 @@ pub struct RunMetadata {
     pub clocks_at_start: Option<crate::gpu::ClockSnapshot>,
     pub power_limit_w: Option<f64>,
     pub measure: Option<crate::measure::MeasureConfig>,
+    /// The spec entry the GPU matched (or its derived spec).
+    pub spec: Option<crate::roofline::GpuSpec>,
+    /// When the measured ceilings in use were calibrated (None: spec ceilings only).
+    pub calibrated_at: Option<String>,
     pub nvcc: Option<String>,
     pub kernel_targets: Vec<String>,
 }
@@ -49,6 +53,8 @@ impl RunMetadata {
             clocks_at_start: None,
             power_limit_w: None,
             measure: None,
+            spec: None,
+            calibrated_at: None,
             nvcc: crate::gpu::embedded::NVCC_VERSION.map(str::to_string),
             kernel_targets: targets,
         }

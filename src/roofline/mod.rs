@@ -1,53 +1,45 @@
-//! Roofline ceilings: the limit that binds a problem, and how close a measurement came to it.
-//!
-//! This first version knows one ceiling, the DRAM bandwidth implied by the driver's bus width and
-//! memory clock (`derived`). The spec table, measured ceilings (calibration kernels, cuBLASLt,
-//! cudaMemcpy) and compute roofs build on the same [`Ceiling`] type.
+//! Roofline models of GPUs: the sourced spec table, ceilings measured on the machine, and the
+//! model that turns a problem's minimum bytes and FLOPs into the time no kernel can beat.
 
-use serde::Serialize;
+pub mod ceilings;
+mod model;
+mod precision;
+pub mod spec;
 
-use crate::gpu::DeviceInfo;
-use crate::measure::Workload;
+pub use ceilings::{CeilingKind, MeasuredCeiling, MeasuredCeilings};
+pub use model::{Bound, Limit, Roof};
+pub use precision::Precision;
+pub use spec::{Catalog, GpuSpec};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Ceiling {
-    /// Which limit, e.g. `dram_bw`.
-    pub name: String,
-    /// Where its value comes from: `derived`, `spec`, `measured`.
-    pub source: String,
-    /// GB/s for bandwidth ceilings, TFLOPS for compute ceilings.
-    pub value: f64,
+/// The roofs a run measures against: measured ceilings where calibrated (primary), and the spec
+/// sheet (or derived) figures, reported side by side.
+#[derive(Debug, Clone)]
+pub struct Roofs {
+    pub primary: Roof,
+    pub spec: Roof,
 }
 
-impl Ceiling {
-    /// Achieved fraction of this ceiling, in percent.
-    pub fn percent(&self, workload: &Workload, time_us: f64) -> f64 {
-        let achieved = if self.name.ends_with("_bw") {
-            workload.gbps(time_us)
-        } else {
-            workload.tflops(time_us)
-        };
-        100.0 * achieved / self.value
+impl Roofs {
+    pub fn new(spec: &GpuSpec, measured: Option<&MeasuredCeilings>) -> Roofs {
+        let spec_roof = Roof::from_spec(spec);
+        let primary = measured.map_or_else(|| spec_roof.clone(), |m| spec_roof.with_measured(m));
+        Roofs {
+            primary,
+            spec: spec_roof,
+        }
     }
 }
 
-/// The ceiling that binds `workload` on `device`, or why there is none yet. `l2_resident` marks a
-/// hot measurement whose working set stays in L2: DRAM does not bind it.
-pub fn binding_ceiling(
-    device: &DeviceInfo,
-    workload: &Workload,
-    l2_resident: bool,
-) -> Result<Ceiling, String> {
-    if l2_resident {
-        return Err("l2_resident: no L2 ceiling without calibration".into());
-    }
-    if workload.flops > 0 {
-        return Err("compute roof not modelled yet".into());
-    }
-    Ok(Ceiling {
-        name: "dram_bw".into(),
-        source: "derived".into(),
-        value: device.dram_gbps(),
+/// Tolerance before a result "beats" a measured ceiling: the ceilings' own run-to-run noise.
+pub const CEILING_TOLERANCE_PCT: f64 = 103.0;
+
+/// A measured ceiling is an upper bound; a result above it means the ceiling is wrong (or the
+/// clocks changed between calibration and run). The message says so, for the row's note.
+pub fn beats_measured_ceiling(pct_of_ceiling: f64, ceiling_source: &str) -> Option<String> {
+    (ceiling_source.starts_with("measured") && pct_of_ceiling > CEILING_TOLERANCE_PCT).then(|| {
+        format!(
+            "{pct_of_ceiling:.1}% of a measured ceiling ({ceiling_source}): the ceiling is not an upper bound, recalibrate"
+        )
     })
 }
 
@@ -56,14 +48,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percent_of_bandwidth_ceiling() {
-        let c = Ceiling {
-            name: "dram_bw".into(),
-            source: "derived".into(),
-            value: 3000.0,
-        };
-        // 1.5 GB in 1 ms = 1500 GB/s = 50% of 3000.
-        let w = Workload::bytes(1_500_000_000);
-        assert!((c.percent(&w, 1000.0) - 50.0).abs() < 1e-9);
+    fn beating_a_measured_ceiling_is_flagged() {
+        assert!(
+            beats_measured_ceiling(101.0, "measured:hbm_copy").is_none(),
+            "within noise"
+        );
+        assert!(beats_measured_ceiling(110.0, "measured:hbm_copy")
+            .unwrap()
+            .contains("recalibrate"));
+        assert!(
+            beats_measured_ceiling(110.0, "spec").is_none(),
+            "spec figures are not measured"
+        );
     }
 }

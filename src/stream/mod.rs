@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::gpu::{DeviceInfo, Gpu};
 use crate::measure::{Mode, Workload};
+use crate::roofline::Precision;
 use crate::suite::size::{format_bytes, parse_bytes};
 use crate::suite::{Case, Prepared, Suite};
 
@@ -137,7 +138,16 @@ impl Case for StreamCase {
 
     fn workload(&self) -> Workload {
         let (reads, writes) = self.op.arrays();
-        Workload::bytes((reads + writes) * self.bytes_per_array())
+        let bytes = (reads + writes) * self.bytes_per_array();
+        match self.op {
+            // One multiply and one add per element (fused, but two FLOPs by convention).
+            StreamOp::Triad => Workload {
+                bytes,
+                flops: 2 * self.elements as u64,
+                precision: Some(Precision::Fp32),
+            },
+            _ => Workload::bytes(bytes),
+        }
     }
 
     fn device_bytes(&self) -> u64 {

@@ -16,6 +16,9 @@ use crate::measure::{Mode, Workload};
 
 pub use runner::{run, verify, RunOptions, VerifyOutcome, VerifyRow};
 
+/// A suite and the cases to run from it.
+pub type Plan<'a> = (&'a dyn Suite, Vec<Box<dyn Case>>);
+
 pub trait Suite: Sync {
     fn name(&self) -> &'static str;
     fn about(&self) -> &'static str;

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{Case, Check, Prepared, Suite, Variant};
+use super::{Case, Check, Plan, Prepared, Variant};
 use crate::gpu::Gpu;
 use crate::measure::{Harness, MeasureConfig, Mode, Timing};
 use crate::report::{now, ResultRow, ResultsWriter, RunMetadata};
-use crate::roofline::binding_ceiling;
+use crate::roofline::{beats_measured_ceiling, Catalog, MeasuredCeilings, Roofs};
 
 pub struct RunOptions {
     /// Modes forced by the user; `None`: each case's defaults.
@@ -18,9 +18,10 @@ pub struct RunOptions {
     /// Results go to `<out_dir>/<gpu-slug>/<suite>.csv|json`.
     pub out_dir: PathBuf,
     pub measure: MeasureConfig,
+    /// GPU specs (embedded table plus the user's file) for the spec roof.
+    pub catalog: Catalog,
 }
 
-type Plan<'a> = (&'a dyn Suite, Vec<Box<dyn Case>>);
 
 fn progress(len: usize) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);
@@ -65,6 +66,7 @@ fn measured_row(
     case: &dyn Case,
     check: &Result<Check>,
     timing: &Timing,
+    roofs: &Roofs,
     clock_tolerance: f64,
 ) -> ResultRow {
     let s = &timing.summary;
@@ -81,15 +83,25 @@ fn measured_row(
     row.gbps = (w.bytes > 0).then(|| w.gbps(s.median));
     row.tflops = (w.flops > 0).then(|| w.tflops(s.median));
     let l2_resident = timing.mode != Mode::Cold && case.l2_resident(gpu.info());
-    match binding_ceiling(gpu.info(), &w, l2_resident) {
-        Ok(c) => {
-            row.pct_of_ceiling = Some(c.percent(&w, s.median));
-            row.ceiling = c.name;
-            row.ceiling_source = c.source;
-            row.ceiling_value = Some(c.value);
+    match roofs.primary.bound(&w, l2_resident) {
+        Ok(bound) => {
+            let pct = bound.percent(s.median);
+            row.bound_us = Some(bound.time_us);
+            row.pct_of_ceiling = Some(pct);
+            row.ceiling = bound.limit.name;
+            row.ceiling_value = Some(bound.limit.value);
+            if let Some(why) = beats_measured_ceiling(pct, &bound.limit.source) {
+                row.note = why;
+            }
+            row.ceiling_source = bound.limit.source;
         }
         Err(why) => row.ceiling = why,
     }
+    row.pct_of_spec = roofs
+        .spec
+        .bound(&w, l2_resident)
+        .ok()
+        .map(|b| b.percent(s.median));
     if let Some(c) = &timing.clocks_after {
         row.sm_clock_mhz = Some(c.sm_clock_mhz);
         row.mem_clock_mhz = Some(c.mem_clock_mhz);
@@ -101,7 +113,7 @@ fn measured_row(
             row.max_rel_err = Some(c.max_rel_err);
             row.status = if c.passed { "ok" } else { "failed" }.into();
             if !c.passed {
-                row.note = c.detail.clone();
+                row.note = format!("{} {}", c.detail, row.note).trim().to_string();
             }
         }
         Err(e) => {
@@ -123,7 +135,13 @@ pub fn run(gpu: &Gpu, plans: &[Plan<'_>], opts: &RunOptions) -> Result<Vec<Resul
     metadata.clocks_at_start = gpu.telemetry().and_then(|t| t.snapshot());
     metadata.power_limit_w = gpu.telemetry().and_then(|t| t.power_limit_w());
     metadata.measure = Some(opts.measure.clone());
-    let dir = opts.out_dir.join(gpu.info().slug());
+    let slug = gpu.info().slug();
+    let dir = opts.out_dir.join(&slug);
+    let spec = opts.catalog.match_device(gpu.info());
+    let measured = MeasuredCeilings::load(&opts.out_dir, &slug)?;
+    let roofs = Roofs::new(&spec, measured.as_ref());
+    metadata.spec = Some(spec);
+    metadata.calibrated_at = measured.map(|m| m.measured_at);
     let bar = progress(plans.iter().map(|(_, c)| c.len()).sum());
     let mut all = Vec::new();
 
@@ -166,6 +184,7 @@ pub fn run(gpu: &Gpu, plans: &[Plan<'_>], opts: &RunOptions) -> Result<Vec<Resul
                             case.as_ref(),
                             &check,
                             &t,
+                            &roofs,
                             opts.measure.clock_drop_tolerance,
                         ),
                         Err(e) => skipped(base.clone(), format!("timing failed: {e}")),

@@ -1,0 +1,389 @@
+//! SVG plots (plotters, SVG backend only: no system fonts needed, text is laid out by the viewer).
+//!
+//! - a log-log roofline: for each precision, the memory slope up to the ridge, then the peak;
+//!   spec ceilings dashed, measured ones solid; each kernel with FLOPs a labelled point;
+//! - a bar chart of % of roofline per suite, one bar per result row.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use plotters::prelude::*;
+use plotters::series::DashedLineSeries;
+
+use super::row::ResultRow;
+use crate::predict::Prediction;
+use crate::roofline::{Precision, Roof};
+
+/// A labelled point on the roofline: (FLOPs per byte, TFLOPS).
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub label: String,
+    pub intensity: f64,
+    pub tflops: f64,
+}
+
+/// How a roof is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Line {
+    /// Spec sheet or derived figures.
+    Dashed,
+    /// Measured on the machine.
+    Solid,
+}
+
+const X_RANGE: (f64, f64) = (1.0 / 64.0, 8192.0);
+const PALETTE: [RGBColor; 7] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(23, 190, 207),
+];
+
+fn svg_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow::anyhow!("plot: {e:?}")
+}
+
+/// The roofline of `precision` on `roof`: the memory slope up to the ridge, then the peak.
+fn roof_polyline(roof: &Roof, precision: Precision) -> Option<Vec<(f64, f64)>> {
+    let peak = roof.compute.get(&precision)?.value;
+    let ridge = roof.ridge(precision)?;
+    let at = |x: f64| (roof.dram.value * x / 1e3).min(peak);
+    let (lo, hi) = X_RANGE;
+    Some(vec![
+        (lo, at(lo)),
+        (ridge.clamp(lo, hi), at(ridge.clamp(lo, hi))),
+        (hi, peak),
+    ])
+}
+
+/// Precisions drawn on roofline plots (more would bury the picture; INT8 equals FP8 on most chips).
+const PLOTTED: [Precision; 4] = [
+    Precision::Fp32,
+    Precision::Bf16,
+    Precision::Fp8,
+    Precision::Fp4,
+];
+
+/// Points at the same spot are drawn once, labelled with the first name and a count.
+fn merge_points(points: &[Point]) -> Vec<Point> {
+    let mut merged: Vec<(Point, usize)> = Vec::new();
+    for p in points {
+        let near = |q: &Point| {
+            (q.intensity / p.intensity - 1.0).abs() < 0.02
+                && (q.tflops / p.tflops - 1.0).abs() < 0.02
+        };
+        match merged.iter_mut().find(|(q, _)| near(q)) {
+            Some((_, n)) => *n += 1,
+            None => merged.push((p.clone(), 1)),
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(mut p, n)| {
+            if n > 1 {
+                p.label = format!("{} (+{})", p.label, n - 1);
+            }
+            p
+        })
+        .collect()
+}
+
+/// A log-log roofline: each roof in its own colour (`Line` says spec or measured), its plateaus
+/// labelled with the precision and peak; `points` are kernels (or predicted cases) with FLOPs.
+pub fn roofline_svg(
+    path: &Path,
+    title: &str,
+    roofs: &[(&Roof, Line)],
+    points: &[Point],
+) -> Result<()> {
+    let plotted = |r: &Roof| {
+        PLOTTED
+            .into_iter()
+            .filter_map(|p| r.compute.get(&p).map(|l| (p, l.value)))
+            .collect::<Vec<_>>()
+    };
+    let max_peak = roofs
+        .iter()
+        .flat_map(|(r, _)| plotted(r))
+        .map(|(_, v)| v)
+        .fold(1.0, f64::max);
+    let min_y = roofs
+        .iter()
+        .map(|(r, _)| r.dram.value * X_RANGE.0 / 1e3)
+        .chain(points.iter().map(|p| p.tflops))
+        .fold(f64::INFINITY, f64::min)
+        .max(1e-3);
+    let root = SVGBackend::new(path, (1100, 700)).into_drawing_area();
+    root.fill(&WHITE).map_err(svg_error)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(
+            (X_RANGE.0..X_RANGE.1).log_scale(),
+            (min_y * 0.8..max_peak * 2.0).log_scale(),
+        )
+        .map_err(svg_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("arithmetic intensity (FLOPs / byte, minimum bytes)")
+        .y_desc("TFLOPS / TOPS")
+        .draw()
+        .map_err(svg_error)?;
+
+    for (index, (roof, line)) in roofs.iter().enumerate() {
+        let colour = PALETTE[index % PALETTE.len()];
+        let style = colour.stroke_width(2);
+        let kind = if *line == Line::Solid {
+            "measured"
+        } else {
+            "spec"
+        };
+        for (i, (p, peak)) in plotted(roof).into_iter().enumerate() {
+            let Some(poly) = roof_polyline(roof, p) else {
+                continue;
+            };
+            let series = match line {
+                Line::Solid => chart.draw_series(LineSeries::new(poly, style)),
+                Line::Dashed => chart.draw_series(DashedLineSeries::new(poly, 8, 5, style)),
+            }
+            .map_err(svg_error)?;
+            if i == 0 {
+                series
+                    .label(format!("{} ({kind})", roof.gpu))
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+                    });
+            }
+            // Plateau label, staggered per roof so labels of equal peaks do not overprint.
+            let x = X_RANGE.1 / 4f64.powi(index as i32 + 1);
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!("{p} {peak:.0}"),
+                    (x, peak * 1.08),
+                    ("sans-serif", 12).into_font().color(&colour),
+                )))
+                .map_err(svg_error)?;
+        }
+    }
+    chart
+        .draw_series(merge_points(points).into_iter().map(|p| {
+            EmptyElement::at((p.intensity, p.tflops))
+                + Circle::new((0, 0), 4, BLACK.filled())
+                + Text::new(p.label, (6, -6), ("sans-serif", 12))
+        }))
+        .map_err(svg_error)?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(svg_error)?;
+    root.present().map_err(svg_error)?;
+    Ok(())
+}
+
+/// Horizontal bars, one per (label, percent), with a line at 100%.
+pub fn percent_bars_svg(path: &Path, title: &str, bars: &[(String, f64)]) -> Result<()> {
+    let height = 120 + 18 * bars.len().max(1) as u32;
+    let root = SVGBackend::new(path, (1100, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(svg_error)?;
+    let max_x = bars.iter().map(|b| b.1).fold(100.0, f64::max) * 1.05;
+    let n = bars.len().max(1);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(420)
+        .build_cartesian_2d(0.0..max_x, (0..n).into_segmented())
+        .map_err(svg_error)?;
+    let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .x_desc("% of the binding roofline limit")
+        .y_labels(n)
+        .y_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .draw()
+        .map_err(svg_error)?;
+    chart
+        .draw_series(bars.iter().enumerate().map(|(i, (_, pct))| {
+            let colour = if *pct > 100.0 { PALETTE[1] } else { PALETTE[0] };
+            Rectangle::new(
+                [
+                    (0.0, SegmentValue::Exact(i)),
+                    (*pct, SegmentValue::Exact(i + 1)),
+                ],
+                colour.mix(0.8).filled(),
+            )
+        }))
+        .map_err(svg_error)?;
+    chart
+        .draw_series(std::iter::once(PathElement::new(
+            vec![
+                (100.0, SegmentValue::Exact(0)),
+                (100.0, SegmentValue::Exact(n)),
+            ],
+            BLACK.stroke_width(1),
+        )))
+        .map_err(svg_error)?;
+    root.present().map_err(svg_error)?;
+    Ok(())
+}
+
+/// `compare-gpus`: each GPU's spec roofline (a colour per GPU) and the cases that do FLOPs.
+pub fn compare_svg(path: &Path, roofs: &[Roof], cases: &[Prediction]) -> Result<()> {
+    let styled: Vec<(&Roof, Line)> = roofs.iter().map(|r| (r, Line::Dashed)).collect();
+    let points: Vec<Point> = cases
+        .iter()
+        .filter_map(|p| {
+            Some(Point {
+                label: p.case.clone(),
+                intensity: p.intensity,
+                tflops: p.tflops?.max(1e-3),
+            })
+        })
+        .collect();
+    let names: Vec<&str> = roofs.iter().map(|r| r.gpu.as_str()).collect();
+    roofline_svg(
+        path,
+        &format!("PREDICTED rooflines: {}", names.join(" vs ")),
+        &styled,
+        &points,
+    )
+}
+
+/// The plots of one GPU's results folder: `roofline.svg` (spec dashed, measured solid, kernels
+/// as points) and `<suite>-pct.svg` per suite. Returns the files written.
+pub fn plot_results(
+    dir: &Path,
+    spec_roof: &Roof,
+    measured_roof: Option<&Roof>,
+    rows: &[ResultRow],
+) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut written = Vec::new();
+    let mut roofs = vec![(spec_roof, Line::Dashed)];
+    if let Some(m) = measured_roof {
+        roofs.push((m, Line::Solid));
+    }
+    let points: Vec<Point> = rows
+        .iter()
+        .filter(|r| r.flops > 0 && r.bytes > 0 && r.status != "skipped")
+        .filter_map(|r| {
+            Some(Point {
+                label: format!("{} {}", r.kernel, r.case),
+                intensity: r.flops as f64 / r.bytes as f64,
+                tflops: r.tflops?,
+            })
+        })
+        .collect();
+    let path = dir.join("roofline.svg");
+    roofline_svg(
+        &path,
+        &format!("{}: roofline and measured kernels", spec_roof.gpu),
+        &roofs,
+        &points,
+    )?;
+    written.push(path);
+
+    let mut suites: Vec<&str> = rows.iter().map(|r| r.suite.as_str()).collect();
+    suites.dedup();
+    for suite in suites {
+        let bars: Vec<(String, f64)> = rows
+            .iter()
+            .filter(|r| r.suite == suite)
+            .filter_map(|r| {
+                Some((
+                    format!("{} {} {}", r.case, r.kernel, r.mode),
+                    r.pct_of_ceiling?,
+                ))
+            })
+            .collect();
+        let path = dir.join(format!("{suite}-pct.svg"));
+        percent_bars_svg(
+            &path,
+            &format!("{suite}: % of roofline ({})", spec_roof.gpu),
+            &bars,
+        )?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::roofline::Catalog;
+
+    #[test]
+    fn roofline_and_bars_are_written_with_their_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::embedded();
+        let h100 = Roof::from_spec(catalog.get("H100 SXM").unwrap());
+        let mut measured = h100.clone();
+        measured.dram.value = 3000.0;
+        let rows = vec![
+            ResultRow {
+                suite: "stream".into(),
+                case: "triad/1GiB".into(),
+                kernel: "stream_triad_f32x4".into(),
+                mode: "cold".into(),
+                status: "ok".into(),
+                bytes: 3 << 30,
+                flops: 2 << 28,
+                tflops: Some(0.45),
+                pct_of_ceiling: Some(91.5),
+                ..Default::default()
+            },
+            ResultRow {
+                suite: "stream".into(),
+                case: "copy/1GiB".into(),
+                kernel: "stream_copy_u32x4".into(),
+                mode: "cold".into(),
+                status: "ok".into(),
+                bytes: 2 << 30,
+                pct_of_ceiling: Some(96.0),
+                ..Default::default()
+            },
+        ];
+        let files = plot_results(dir.path(), &h100, Some(&measured), &rows).unwrap();
+        assert_eq!(files.len(), 2);
+        let roofline = std::fs::read_to_string(&files[0]).unwrap();
+        assert!(roofline.contains("<svg") && roofline.contains("roofline and measured kernels"));
+        assert!(
+            roofline.contains("arithmetic intensity"),
+            "axis label present"
+        );
+        assert!(
+            roofline.contains("stream_triad_f32x4 triad/1GiB"),
+            "kernel point labelled"
+        );
+        assert!(roofline.contains("H100 SXM (measured)") && roofline.contains("H100 SXM (spec)"));
+        assert!(
+            roofline.contains("bf16 989"),
+            "plateau labelled with its peak"
+        );
+        let bars = std::fs::read_to_string(dir.path().join("stream-pct.svg")).unwrap();
+        assert!(bars.contains("copy/1GiB stream_copy_u32x4 cold"));
+    }
+
+    #[test]
+    fn polyline_bends_at_the_ridge() {
+        let catalog = Catalog::embedded();
+        let h100 = Roof::from_spec(catalog.get("H100 SXM").unwrap());
+        let poly = roof_polyline(&h100, Precision::Bf16).unwrap();
+        let ridge = h100.ridge(Precision::Bf16).unwrap();
+        assert!((poly[1].0 - ridge).abs() < 1e-9);
+        let peak = h100.compute[&Precision::Bf16].value;
+        assert!((poly[1].1 - peak).abs() < 1e-6 && (poly[2].1 - peak).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,287 @@
+//! The roofline model: for a problem's minimum bytes and FLOPs, the time no kernel can beat on a
+//! GPU, which limit sets it, and the ridge point where the limits cross.
+//!
+//! bound = max(bytes / bandwidth, flops / peak(precision), launch time). The launch term only
+//! binds tiny problems: no launch completes faster than the launch pipeline delivers them.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::ceilings::{CeilingKind, MeasuredCeilings};
+use super::precision::Precision;
+use super::spec::{GpuSpec, Origin};
+use crate::measure::Workload;
+
+/// One limit and where its value comes from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Limit {
+    /// `dram_bw`, `l2_bw`, `bf16_peak`, `launch`, ...
+    pub name: String,
+    /// GB/s, TFLOPS/TOPS, or µs for `launch`.
+    pub value: f64,
+    /// `spec`, `user`, `derived`, or `measured:<calibration>`.
+    pub source: String,
+}
+
+/// The limits of one GPU used by the model.
+#[derive(Debug, Clone, Serialize)]
+pub struct Roof {
+    pub gpu: String,
+    pub dram: Limit,
+    pub l2: Option<Limit>,
+    pub compute: BTreeMap<Precision, Limit>,
+    pub launch: Option<Limit>,
+}
+
+/// The roofline bound of one problem on one [`Roof`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Bound {
+    /// The fastest possible time, µs.
+    pub time_us: f64,
+    /// The limit that sets `time_us`.
+    pub limit: Limit,
+    pub memory_us: f64,
+    pub compute_us: Option<f64>,
+    /// FLOPs per byte of the problem (0 for pure data movement).
+    pub intensity: f64,
+    /// FLOPs per byte where this precision's peak meets the memory roof.
+    pub ridge: Option<f64>,
+}
+
+impl Bound {
+    /// Percent of the bound reached by a measured time.
+    pub fn percent(&self, measured_us: f64) -> f64 {
+        100.0 * self.time_us / measured_us
+    }
+}
+
+fn origin_name(origin: Origin) -> &'static str {
+    match origin {
+        Origin::Spec => "spec",
+        Origin::User => "user",
+        Origin::Derived => "derived",
+    }
+}
+
+impl Roof {
+    /// The datasheet (or derived) limits of `spec`.
+    pub fn from_spec(spec: &GpuSpec) -> Roof {
+        let source = origin_name(spec.origin).to_string();
+        let limit = |name: String, value: f64| Limit {
+            name,
+            value,
+            source: source.clone(),
+        };
+        Roof {
+            gpu: spec.name.clone(),
+            dram: limit("dram_bw".into(), spec.memory_bandwidth_gbps.value),
+            l2: None,
+            compute: spec
+                .dense_tflops
+                .iter()
+                .map(|(p, v)| (*p, limit(format!("{p}_peak"), v.value)))
+                .collect(),
+            launch: None,
+        }
+    }
+
+    /// Measured limits where `ceilings` has them, `self`'s for the rest.
+    pub fn with_measured(&self, ceilings: &MeasuredCeilings) -> Roof {
+        let measured = |kind: CeilingKind, name: &str| {
+            ceilings.best(kind).map(|c| Limit {
+                name: name.to_string(),
+                value: c.value,
+                source: format!("measured:{}", c.name),
+            })
+        };
+        let mut roof = self.clone();
+        if let Some(l) = measured(CeilingKind::Dram, "dram_bw") {
+            roof.dram = l;
+        }
+        roof.l2 = measured(CeilingKind::L2, "l2_bw").or(roof.l2);
+        roof.launch = measured(CeilingKind::Launch, "launch").or(roof.launch);
+        for p in Precision::ALL {
+            if let Some(l) = measured(CeilingKind::Compute(p), &format!("{p}_peak")) {
+                roof.compute.insert(p, l);
+            }
+        }
+        roof
+    }
+
+    /// FLOPs per byte where the `precision` peak meets the DRAM roof.
+    pub fn ridge(&self, precision: Precision) -> Option<f64> {
+        self.compute
+            .get(&precision)
+            .map(|peak| peak.value * 1e3 / self.dram.value)
+    }
+
+    /// The bound of `workload`; `l2_resident` makes L2, not DRAM, the memory roof. An error says
+    /// why no bound exists (a missing peak or an uncalibrated L2).
+    pub fn bound(&self, workload: &Workload, l2_resident: bool) -> Result<Bound, String> {
+        let memory = if l2_resident {
+            self.l2
+                .as_ref()
+                .ok_or("l2-resident: no L2 ceiling (run `roofbench calibrate`)")?
+        } else {
+            &self.dram
+        };
+        let memory_us = workload.bytes as f64 / (memory.value * 1e3);
+        let mut candidates = vec![(memory_us, memory)];
+        let mut compute_us = None;
+        let mut ridge = None;
+        if workload.flops > 0 {
+            let p = workload
+                .precision
+                .ok_or("the case declares FLOPs without a precision")?;
+            let peak = self
+                .compute
+                .get(&p)
+                .ok_or_else(|| format!("{} has no {p} peak", self.gpu))?;
+            let us = workload.flops as f64 / (peak.value * 1e6);
+            compute_us = Some(us);
+            ridge = Some(peak.value * 1e3 / memory.value);
+            candidates.push((us, peak));
+        }
+        if let Some(launch) = &self.launch {
+            candidates.push((launch.value, launch));
+        }
+        let (time_us, limit) = candidates
+            .into_iter()
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .expect("the memory term is always there");
+        Ok(Bound {
+            time_us,
+            limit: limit.clone(),
+            memory_us,
+            compute_us,
+            intensity: workload.intensity(),
+            ridge,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ceilings::MeasuredCeiling;
+    use super::super::spec::Catalog;
+    use super::*;
+
+    fn h100() -> Roof {
+        Roof::from_spec(Catalog::embedded().get("H100 SXM").unwrap())
+    }
+
+    #[test]
+    fn memory_bound_copy_by_hand() {
+        // 2 GiB moved at 3350 GB/s: 2147483648 / 3350e9 s = 641.04 µs.
+        let b = h100().bound(&Workload::bytes(2 << 30), false).unwrap();
+        assert!((b.time_us - 641.04).abs() < 0.01, "{}", b.time_us);
+        assert_eq!(b.limit.name, "dram_bw");
+        assert_eq!(b.limit.source, "spec");
+        assert_eq!(b.percent(2.0 * b.time_us), 50.0);
+    }
+
+    #[test]
+    fn compute_bound_gemm_by_hand() {
+        // 8192^3 bf16 GEMM: 2*8192^3 = 1.0995e12 FLOPs; bytes 3 * 8192^2 * 2 = 402.65 MB.
+        let n = 8192u64;
+        let w = Workload {
+            bytes: 3 * n * n * 2,
+            flops: 2 * n * n * n,
+            precision: Some(Precision::Bf16),
+        };
+        let roof = h100();
+        let peak = roof.compute[&Precision::Bf16].value;
+        let b = roof.bound(&w, false).unwrap();
+        assert_eq!(b.limit.name, "bf16_peak");
+        assert!((b.time_us - 2.0 * (n as f64).powi(3) / (peak * 1e6)).abs() < 1e-6);
+        assert!((b.memory_us - 402_653_184.0 / 3350e3).abs() < 1e-6);
+        // Ridge: peak / bandwidth = 989.4e12 / 3350e9 = 295 FLOPs per byte (for 989.4).
+        assert!((b.ridge.unwrap() - peak * 1e3 / 3350.0).abs() < 1e-9);
+        assert!(
+            b.intensity > b.ridge.unwrap(),
+            "a big GEMM sits right of the ridge"
+        );
+    }
+
+    #[test]
+    fn launch_time_binds_tiny_problems() {
+        let mut roof = h100();
+        roof.launch = Some(Limit {
+            name: "launch".into(),
+            value: 2.0,
+            source: "measured:launch".into(),
+        });
+        let tiny = roof.bound(&Workload::bytes(4096), false).unwrap();
+        assert_eq!(tiny.limit.name, "launch");
+        assert_eq!(tiny.time_us, 2.0);
+        let big = roof.bound(&Workload::bytes(1 << 30), false).unwrap();
+        assert_eq!(big.limit.name, "dram_bw");
+    }
+
+    #[test]
+    fn missing_limits_are_explained() {
+        let roof = h100();
+        assert!(roof
+            .bound(&Workload::bytes(1 << 20), true)
+            .unwrap_err()
+            .contains("calibrate"));
+        let fp4 = Workload {
+            bytes: 1,
+            flops: 1,
+            precision: Some(Precision::Fp4),
+        };
+        assert!(roof.bound(&fp4, false).unwrap_err().contains("no fp4 peak"));
+        let untyped = Workload {
+            bytes: 1,
+            flops: 1,
+            precision: None,
+        };
+        assert!(roof.bound(&untyped, false).is_err());
+    }
+
+    #[test]
+    fn measured_limits_replace_spec_ones_where_present() {
+        let spec = h100();
+        let ceiling = |name: &str, kind, value| MeasuredCeiling {
+            name: name.into(),
+            kind,
+            value,
+            unit: String::new(),
+            provider: "roofbench".into(),
+            method: String::new(),
+            verified: true,
+            rel_ci: 0.0,
+            skipped: None,
+        };
+        let measured = MeasuredCeilings {
+            gpu: "H100".into(),
+            measured_at: String::new(),
+            commit: String::new(),
+            command: String::new(),
+            sm_clock_mhz: None,
+            mem_clock_mhz: None,
+            entries: vec![
+                ceiling("hbm_copy", CeilingKind::Dram, 3000.0),
+                ceiling("wgmma_bf16", CeilingKind::Compute(Precision::Bf16), 800.0),
+                ceiling("l2_read", CeilingKind::L2, 9000.0),
+            ],
+        };
+        let roof = spec.with_measured(&measured);
+        assert_eq!(roof.dram.value, 3000.0);
+        assert_eq!(roof.dram.source, "measured:hbm_copy");
+        assert_eq!(roof.compute[&Precision::Bf16].value, 800.0);
+        assert_eq!(
+            roof.compute[&Precision::Fp8].source,
+            "spec",
+            "uncalibrated: spec"
+        );
+        assert!(
+            roof.bound(&Workload::bytes(1 << 20), true).is_ok(),
+            "L2 now calibrated"
+        );
+        // 1 GiB at 3000 GB/s.
+        let b = roof.bound(&Workload::bytes(1 << 30), false).unwrap();
+        assert!((b.time_us - 357.91).abs() < 0.01);
+    }
+}
