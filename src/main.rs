@@ -76,6 +76,15 @@ enum Command {
         #[command(flatten)]
         select: Selection,
     },
+    /// SVG plots of measured results: roofline.svg and <suite>-pct.svg in each GPU's folder.
+    Plot {
+        /// Results directory (as given to `run --out`).
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+        /// Only this GPU's folder (its slug, e.g. h100-80gb-hbm3).
+        #[arg(long)]
+        gpu: Option<String>,
+    },
     /// The GPU spec table (dense peaks, bandwidth, sources); no GPU needed.
     Gpus {
         /// Show one GPU with the source of every value.
@@ -129,10 +138,12 @@ struct Selection {
     device: usize,
 }
 
-
 impl Selection {
     /// The suites and cases to run; unknown suites and bad case specs are errors.
-    fn plans(&self, default_cases: impl Fn(&dyn Suite) -> Vec<Box<dyn Case>>) -> Result<Vec<Plan<'static>>> {
+    fn plans(
+        &self,
+        default_cases: impl Fn(&dyn Suite) -> Vec<Box<dyn Case>>,
+    ) -> Result<Vec<Plan<'static>>> {
         let suites: Vec<&'static dyn Suite> = if self.suites.is_empty() {
             roofbench::suites()
         } else {
@@ -250,10 +261,32 @@ fn dispatch(command: Command, gpus_file: Option<PathBuf>) -> Result<ExitCode> {
             print_device_line(&gpu);
             let rows = suite::run(&gpu, &plans, &opts)?;
             println!("{}", roofbench::report::results_table(&rows));
+            let slug = gpu.info().slug();
+            for path in roofbench::report::plot::plot_results_dir(
+                &opts.out_dir,
+                Some(&slug),
+                &opts.catalog,
+            )? {
+                eprintln!("plot: {}", path.display());
+            }
             let failed = rows.iter().filter(|r| r.status == "failed").count();
             if failed > 0 {
                 eprintln!("{failed} result(s) failed verification: see the `note` column");
                 return Ok(ExitCode::FAILURE);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plot { results, gpu } => {
+            let written =
+                roofbench::report::plot::plot_results_dir(&results, gpu.as_deref(), &catalog()?)?;
+            if written.is_empty() {
+                bail!(
+                    "no results with metadata under {}: run `roofbench run` first",
+                    results.display()
+                );
+            }
+            for path in written {
+                println!("{}", path.display());
             }
             Ok(ExitCode::SUCCESS)
         }

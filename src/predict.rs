@@ -164,10 +164,7 @@ fn trim_number(v: f64) -> String {
 }
 
 /// Per case: the bound on each GPU and its limit (the columns of `compare-gpus`).
-pub fn comparison(
-    specs: &[&GpuSpec],
-    plans: &[Plan<'_>],
-) -> (Vec<String>, Vec<Vec<String>>) {
+pub fn comparison(specs: &[&GpuSpec], plans: &[Plan<'_>]) -> (Vec<String>, Vec<Vec<String>>) {
     let per_gpu: Vec<Vec<Prediction>> = specs.iter().map(|s| predict(s, plans)).collect();
     let mut header = vec![
         "suite".to_string(),

@@ -18,7 +18,7 @@ use cudarc::driver::{
     LaunchConfig, PushKernelArg,
 };
 pub use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use embedded::{EmbeddedModule, KernelResources, MODULES};
 use error::DriverContext;
@@ -26,7 +26,7 @@ pub use error::{GpuError, GpuResult};
 pub use telemetry::{ClockSnapshot, Telemetry};
 
 /// Facts about a device, read from the driver (and NVML for the driver version string).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeviceInfo {
     pub ordinal: usize,
     pub name: String,
@@ -57,6 +57,26 @@ impl DeviceInfo {
     /// A file-system-friendly name: "NVIDIA H100 80GB HBM3" -> "h100-80gb-hbm3".
     pub fn slug(&self) -> String {
         gpu_slug(&self.name)
+    }
+}
+
+/// The facts an H100 SXM reports, for tests that need a device without having one.
+#[cfg(test)]
+pub(crate) fn h100_example() -> DeviceInfo {
+    DeviceInfo {
+        ordinal: 0,
+        name: "NVIDIA H100 80GB HBM3".into(),
+        compute_capability: (9, 0),
+        sms: 132,
+        l2_bytes: 50 << 20,
+        memory_bytes: 85_520_809_984,
+        memory_bus_width_bits: 5120,
+        memory_clock_mhz: 2619,
+        sm_clock_mhz: 1980,
+        max_shared_per_block_optin: 232_448,
+        pci_bus_id: String::new(),
+        cuda_driver_api: "13.0".into(),
+        driver: "580.159.04".into(),
     }
 }
 

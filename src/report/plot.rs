@@ -319,6 +319,60 @@ pub fn plot_results(
     Ok(written)
 }
 
+/// Plots every GPU folder under `results_dir` (or only `gpu_slug`): reads the suites' CSV
+/// files, the run metadata (for the GPU's spec entry) and `ceilings.json`.
+pub fn plot_results_dir(
+    results_dir: &Path,
+    gpu_slug: Option<&str>,
+    catalog: &crate::roofline::Catalog,
+) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    let entries = std::fs::read_dir(results_dir)
+        .with_context(|| format!("cannot read {}", results_dir.display()))?;
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let slug = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        if gpu_slug.is_some_and(|s| s != slug) {
+            continue;
+        }
+        let mut rows = Vec::new();
+        let mut device = None;
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        files.sort();
+        for csv in files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+        {
+            rows.extend(super::read_csv(csv)?);
+            let json = csv.with_extension("json");
+            if device.is_none() && json.is_file() {
+                let meta: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+                device = serde_json::from_value::<crate::gpu::DeviceInfo>(
+                    meta["metadata"]["gpu"].clone(),
+                )
+                .ok();
+            }
+        }
+        let Some(device) = device else { continue };
+        let spec = catalog.match_device(&device);
+        let measured = crate::roofline::MeasuredCeilings::load(results_dir, &slug)?;
+        let roofs = crate::roofline::Roofs::new(&spec, measured.as_ref());
+        let measured_roof = measured.is_some().then_some(&roofs.primary);
+        written.extend(plot_results(&dir, &roofs.spec, measured_roof, &rows)?);
+    }
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,6 +428,38 @@ mod tests {
         );
         let bars = std::fs::read_to_string(dir.path().join("stream-pct.svg")).unwrap();
         assert!(bars.contains("copy/1GiB stream_copy_u32x4 cold"));
+    }
+
+    #[test]
+    fn results_folder_is_plotted_from_its_files() {
+        use crate::report::{ResultsWriter, RunMetadata};
+        let dir = tempfile::tempdir().unwrap();
+        let info = crate::gpu::h100_example();
+        let mut meta = RunMetadata::this_run();
+        meta.gpu = Some(info.clone());
+        let mut w = ResultsWriter::create(&dir.path().join(info.slug()), "stream", meta).unwrap();
+        w.append(ResultRow {
+            suite: "stream".into(),
+            case: "copy/1GiB".into(),
+            kernel: "k".into(),
+            bytes: 2 << 30,
+            pct_of_ceiling: Some(90.0),
+            ..Default::default()
+        })
+        .unwrap();
+        let written = plot_results_dir(dir.path(), None, &Catalog::embedded()).unwrap();
+        let names: Vec<String> = written
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into())
+            .collect();
+        assert_eq!(names, vec!["roofline.svg", "stream-pct.svg"]);
+        let roofline = std::fs::read_to_string(&written[0]).unwrap();
+        assert!(roofline.contains("H100 SXM"), "matched to its spec entry");
+        assert!(
+            plot_results_dir(dir.path(), Some("a100"), &Catalog::embedded())
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

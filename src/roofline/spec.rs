@@ -334,22 +334,8 @@ pub fn derive_spec(info: &DeviceInfo) -> GpuSpec {
 mod tests {
     use super::*;
 
-    pub(crate) fn h100_info() -> DeviceInfo {
-        DeviceInfo {
-            ordinal: 0,
-            name: "NVIDIA H100 80GB HBM3".into(),
-            compute_capability: (9, 0),
-            sms: 132,
-            l2_bytes: 50 << 20,
-            memory_bytes: 85_520_809_984,
-            memory_bus_width_bits: 5120,
-            memory_clock_mhz: 2619,
-            sm_clock_mhz: 1980,
-            max_shared_per_block_optin: 232_448,
-            pci_bus_id: String::new(),
-            cuda_driver_api: "13.0".into(),
-            driver: "580.159.04".into(),
-        }
+    fn h100_info() -> DeviceInfo {
+        crate::gpu::h100_example()
     }
 
     #[test]

@@ -280,21 +280,7 @@ mod tests {
 
     #[test]
     fn small_cases_also_run_hot_to_show_l2() {
-        let h100 = DeviceInfo {
-            ordinal: 0,
-            name: "NVIDIA H100 80GB HBM3".into(),
-            compute_capability: (9, 0),
-            sms: 132,
-            l2_bytes: 50 << 20,
-            memory_bytes: 80 << 30,
-            memory_bus_width_bits: 5120,
-            memory_clock_mhz: 2619,
-            sm_clock_mhz: 1980,
-            max_shared_per_block_optin: 227 << 10,
-            pci_bus_id: String::new(),
-            cuda_driver_api: "13.0".into(),
-            driver: "580".into(),
-        };
+        let h100 = crate::gpu::h100_example();
         let small = StreamCase::new(StreamOp::Copy, 1 << 20).unwrap();
         let big = StreamCase::new(StreamOp::Copy, 1 << 30).unwrap();
         assert_eq!(small.default_modes(&h100), vec![Mode::Cold, Mode::Hot]);

@@ -22,7 +22,6 @@ pub struct RunOptions {
     pub catalog: Catalog,
 }
 
-
 fn progress(len: usize) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);
     bar.set_style(
