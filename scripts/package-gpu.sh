@@ -51,6 +51,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=${OUT:-$PWD/out}
 mkdir -p "$out"
 status=0
+# cuBLASLt (vendor GEMM ceilings) is loaded at run time; CUDA installs keep it outside ld's path.
+for d in /usr/local/cuda/lib64 /usr/local/cuda-*/targets/x86_64-linux/lib; do
+  [ -e "$d/libcublasLt.so" ] || ls "$d"/libcublasLt.so.* >/dev/null 2>&1 && export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"
+done
 "$here/bin/roofbench" devices | tee "$out/devices.txt" || exit 2
 "$here/bin/roofbench" kernels > "$out/kernels.txt"
 "$here/bin/roofbench" verify 2>&1 | tee "$out/verify.txt" || status=1

@@ -37,6 +37,27 @@ pub enum GpuError {
         #[source]
         source: cudarc::driver::DriverError,
     },
+    #[error(
+        "cuBLASLt is not available (libcublasLt could not be loaded): install the CUDA \
+         toolkit's cuBLAS libraries to measure vendor GEMM ceilings"
+    )]
+    NoCublasLt,
+    #[error("cuBLASLt error in {call}: {source}")]
+    Cublas {
+        call: &'static str,
+        #[source]
+        source: cudarc::cublaslt::result::CublasError,
+    },
+    #[error("cuBLASLt cannot run a {precision} GEMM with m={m} n={n} k={k}: {reason}")]
+    LtUnsupported {
+        precision: &'static str,
+        m: usize,
+        n: usize,
+        k: usize,
+        reason: String,
+    },
+    #[error("invalid cuBLASLt GEMM argument: {0}")]
+    LtArgument(String),
     #[error("CUDA driver error in {call}: {source}")]
     Driver {
         call: &'static str,

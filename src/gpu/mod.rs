@@ -5,6 +5,7 @@
 //! panicking when there is no driver (cudarc panics on first use without `libcuda`, so
 //! [`Gpu::open`] checks for the library before touching it), no device, or no kernels.
 
+pub mod cublaslt;
 pub mod embedded;
 mod error;
 mod telemetry;
