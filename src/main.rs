@@ -10,6 +10,7 @@ use roofbench::gpu::{self, Gpu, GpuError};
 use roofbench::measure::{MeasureConfig, Mode};
 use roofbench::predict::{self, Format};
 use roofbench::report::table;
+use roofbench::roofline::calibrate::{self, CalibrateOptions};
 use roofbench::roofline::Catalog;
 use roofbench::suite::{self, Case, Plan, RunOptions, Suite, VerifyOutcome};
 
@@ -75,6 +76,19 @@ enum Command {
     Verify {
         #[command(flatten)]
         select: Selection,
+    },
+    /// Measure this GPU's ceilings (HBM, L2, shared memory, FP32, mma/wgmma, cuBLASLt, PCIe,
+    /// launch) and store them in <out>/<gpu>/ceilings.json for later runs.
+    Calibrate {
+        /// Smaller sizes and budgets.
+        #[arg(long)]
+        quick: bool,
+        /// Results directory (a folder per GPU is made inside).
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// CUDA device ordinal.
+        #[arg(long, default_value_t = 0)]
+        device: usize,
     },
     /// SVG plots of measured results: roofline.svg and <suite>-pct.svg in each GPU's folder.
     Plot {
@@ -275,6 +289,50 @@ fn dispatch(command: Command, gpus_file: Option<PathBuf>) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Calibrate { quick, out, device } => {
+            let gpu = match open_gpu(device) {
+                Ok(gpu) => gpu,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(EXIT_NO_GPU));
+                }
+            };
+            print_device_line(&gpu);
+            let catalog = catalog()?;
+            let opts = CalibrateOptions {
+                quick,
+                measure: if quick {
+                    calibrate::quick_measure()
+                } else {
+                    MeasureConfig::default()
+                },
+            };
+            let ceilings = calibrate::calibrate(&gpu, &opts)?;
+            calibrate::ensure_any_usable(&ceilings)?;
+            let spec = catalog.match_device(gpu.info());
+            println!(
+                "{}",
+                calibrate::ceilings_table(&ceilings, &spec, gpu.info())
+            );
+            let path = ceilings.save(&out, &gpu.info().slug())?;
+            eprintln!(
+                "ceilings written to {} (later runs on this GPU use them)",
+                path.display()
+            );
+            let failed = ceilings
+                .entries
+                .iter()
+                .filter(|c| c.skipped.is_none() && !c.verified)
+                .count();
+            Ok(if failed > 0 {
+                eprintln!(
+                    "{failed} calibration(s) failed verification: they are stored but not used"
+                );
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Plot { results, gpu } => {
             let written =

@@ -87,3 +87,63 @@ fn kernels_lists_the_embedded_table() {
         );
     }
 }
+
+#[test]
+fn calibrate_without_gpu_exits_2() {
+    if !no_gpu_here() {
+        return;
+    }
+    let (code, text) = roofbench(&["calibrate", "--quick"]);
+    assert_eq!(code, 2, "{text}");
+}
+
+#[test]
+fn predictions_work_without_a_gpu_and_say_so() {
+    let (code, text) = roofbench(&["predict", "--gpu", "h200", "stream", "--case", "copy:1GiB"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("PREDICTED for H200 SXM") && text.contains("copy/1GiB"),
+        "{text}"
+    );
+    let (code, text) = roofbench(&["predict", "--gpu", "voodoo5"]);
+    assert_eq!(code, 1);
+    assert!(
+        text.contains("unknown GPU `voodoo5`") && text.contains("H100 SXM"),
+        "{text}"
+    );
+}
+
+#[test]
+fn compare_gpus_writes_tables_and_an_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("cmp.svg");
+    let (code, text) = roofbench(&[
+        "compare-gpus",
+        "H100 SXM",
+        "B200",
+        "--quick",
+        "--format",
+        "csv",
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("B200 speedup vs H100 SXM"), "{text}");
+    assert!(std::fs::read_to_string(&svg)
+        .unwrap()
+        .contains("PREDICTED rooflines"));
+}
+
+#[test]
+fn user_gpu_file_is_used_and_bad_ones_are_explained() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/my-gpus.toml");
+    let (code, text) = roofbench(&["--gpus", example, "gpus"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("H100 SXM (lab, 1755 MHz)"), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[gpu]]\nname = 7\n").unwrap();
+    let (code, text) = roofbench(&["--gpus", bad.to_str().unwrap(), "gpus"]);
+    assert_eq!(code, 1);
+    assert!(text.contains("bad.toml"), "{text}");
+}

@@ -287,6 +287,55 @@ impl Gpu {
             .ctx("cuMemcpyDtoDAsync")
     }
 
+    /// Page-locked host memory for `len` elements (what fast host<->device copies need).
+    pub fn alloc_pinned<T: DeviceRepr>(&self, len: usize) -> GpuResult<PinnedHost<T>> {
+        // SAFETY: contents are uninitialised until the caller writes them.
+        let slice = unsafe {
+            self.ctx
+                .alloc_pinned_with_flags::<T>(len.max(1), sys::CU_MEMHOSTALLOC_PORTABLE)
+        }
+        .ctx("cuMemHostAlloc")?;
+        Ok(PinnedHost { slice, len })
+    }
+
+    /// Enqueues a host-to-device copy from page-locked memory (asynchronous DMA).
+    pub fn copy_from_pinned<T: DeviceRepr>(
+        &self,
+        src: &PinnedHost<T>,
+        dst: &mut Buffer<T>,
+    ) -> GpuResult<()> {
+        assert_eq!(src.len, dst.len, "copy between buffers of different length");
+        let mut view = dst.slice.slice_mut(..dst.len);
+        self.stream
+            .memcpy_htod(&src.slice, &mut view)
+            .ctx("cuMemcpyHtoDAsync")
+    }
+
+    /// Enqueues a device-to-host copy into page-locked memory (asynchronous DMA).
+    pub fn copy_to_pinned<T: DeviceRepr>(
+        &self,
+        src: &Buffer<T>,
+        dst: &mut PinnedHost<T>,
+    ) -> GpuResult<()> {
+        assert_eq!(src.len, dst.len, "copy between buffers of different length");
+        self.stream
+            .memcpy_dtoh(&src.slice.slice(..src.len), &mut dst.slice)
+            .ctx("cuMemcpyDtoHAsync")
+    }
+
+    /// Device-to-host copy into ordinary (pageable) memory; the driver stages it, so it returns
+    /// only when the data has arrived.
+    pub fn copy_to_pageable<T: DeviceRepr>(&self, src: &Buffer<T>, dst: &mut [T]) -> GpuResult<()> {
+        assert_eq!(
+            src.len,
+            dst.len(),
+            "copy between buffers of different length"
+        );
+        self.stream
+            .memcpy_dtoh(&src.slice.slice(..src.len), dst)
+            .ctx("cuMemcpyDtoH")
+    }
+
     /// Starts a launch of `kernel` on this device's stream; add arguments, then [`Launch::run`].
     pub fn launch<'a>(&'a self, kernel: &'a Kernel) -> Launch<'a> {
         Launch {
@@ -460,6 +509,29 @@ impl<T> Buffer<T> {
     }
     pub fn bytes(&self) -> u64 {
         (self.len * std::mem::size_of::<T>()) as u64
+    }
+}
+
+/// Page-locked host memory (see [`Gpu::alloc_pinned`]).
+pub struct PinnedHost<T> {
+    slice: cudarc::driver::PinnedHostSlice<T>,
+    len: usize,
+}
+
+impl<T: DeviceRepr + ValidAsZeroBits> PinnedHost<T> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// The host view; waits for pending copies into it.
+    pub fn as_slice(&self) -> GpuResult<&[T]> {
+        Ok(&self.slice.as_slice().ctx("cuEventSynchronize")?[..self.len])
+    }
+    pub fn as_mut_slice(&mut self) -> GpuResult<&mut [T]> {
+        let len = self.len;
+        Ok(&mut self.slice.as_mut_slice().ctx("cuEventSynchronize")?[..len])
     }
 }
 

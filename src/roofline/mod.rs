@@ -1,6 +1,7 @@
 //! Roofline models of GPUs: the sourced spec table, ceilings measured on the machine, and the
 //! model that turns a problem's minimum bytes and FLOPs into the time no kernel can beat.
 
+pub mod calibrate;
 pub mod ceilings;
 mod model;
 mod precision;
