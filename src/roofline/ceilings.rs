@@ -100,8 +100,9 @@ impl MeasuredCeilings {
     }
 }
 
+/// Test fixtures: a ceiling and a ceilings file without the run metadata.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
 
     pub fn entry(name: &str, kind: CeilingKind, value: f64, verified: bool) -> MeasuredCeiling {
@@ -109,7 +110,7 @@ mod tests {
             name: name.into(),
             kind,
             value,
-            unit: "GB/s".into(),
+            unit: String::new(),
             provider: "roofbench".into(),
             method: String::new(),
             verified,
@@ -118,23 +119,33 @@ mod tests {
         }
     }
 
-    #[test]
-    fn best_uses_only_verified_entries() {
-        let c = MeasuredCeilings {
+    pub fn ceilings(entries: Vec<MeasuredCeiling>) -> MeasuredCeilings {
+        MeasuredCeilings {
             gpu: "H100".into(),
             measured_at: String::new(),
             commit: String::new(),
             command: String::new(),
             sm_clock_mhz: None,
             mem_clock_mhz: None,
-            entries: vec![
-                entry("hbm_read", CeilingKind::Dram, 3010.0, true),
-                entry("hbm_copy", CeilingKind::Dram, 2950.0, true),
-                entry("bogus", CeilingKind::Dram, 9999.0, false),
-                entry("launch", CeilingKind::Launch, 2.1, true),
-                entry("launch_graph", CeilingKind::Launch, 1.2, true),
-            ],
-        };
+            entries,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{ceilings, entry};
+    use super::*;
+
+    #[test]
+    fn best_uses_only_verified_entries() {
+        let c = ceilings(vec![
+            entry("hbm_read", CeilingKind::Dram, 3010.0, true),
+            entry("hbm_copy", CeilingKind::Dram, 2950.0, true),
+            entry("bogus", CeilingKind::Dram, 9999.0, false),
+            entry("launch", CeilingKind::Launch, 2.1, true),
+            entry("launch_graph", CeilingKind::Launch, 1.2, true),
+        ]);
         assert_eq!(c.best(CeilingKind::Dram).unwrap().name, "hbm_read");
         assert_eq!(c.best(CeilingKind::Launch).unwrap().value, 1.2);
         assert!(c.best(CeilingKind::L2).is_none());

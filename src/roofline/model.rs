@@ -163,7 +163,7 @@ impl Roof {
 
 #[cfg(test)]
 mod tests {
-    use super::super::ceilings::MeasuredCeiling;
+    use super::super::ceilings::fixtures::{ceilings, entry};
     use super::super::spec::Catalog;
     use super::*;
 
@@ -243,30 +243,16 @@ mod tests {
     #[test]
     fn measured_limits_replace_spec_ones_where_present() {
         let spec = h100();
-        let ceiling = |name: &str, kind, value| MeasuredCeiling {
-            name: name.into(),
-            kind,
-            value,
-            unit: String::new(),
-            provider: "roofbench".into(),
-            method: String::new(),
-            verified: true,
-            rel_ci: 0.0,
-            skipped: None,
-        };
-        let measured = MeasuredCeilings {
-            gpu: "H100".into(),
-            measured_at: String::new(),
-            commit: String::new(),
-            command: String::new(),
-            sm_clock_mhz: None,
-            mem_clock_mhz: None,
-            entries: vec![
-                ceiling("hbm_copy", CeilingKind::Dram, 3000.0),
-                ceiling("wgmma_bf16", CeilingKind::Compute(Precision::Bf16), 800.0),
-                ceiling("l2_read", CeilingKind::L2, 9000.0),
-            ],
-        };
+        let measured = ceilings(vec![
+            entry("hbm_copy", CeilingKind::Dram, 3000.0, true),
+            entry(
+                "wgmma_bf16",
+                CeilingKind::Compute(Precision::Bf16),
+                800.0,
+                true,
+            ),
+            entry("l2_read", CeilingKind::L2, 9000.0, true),
+        ]);
         let roof = spec.with_measured(&measured);
         assert_eq!(roof.dram.value, 3000.0);
         assert_eq!(roof.dram.source, "measured:hbm_copy");
