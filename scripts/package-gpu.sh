@@ -43,8 +43,9 @@ cargo bench --locked --no-run --message-format=json 2>/dev/null | collect "$dist
 
 cat > "$dist/run-all.sh" <<'RUN'
 #!/usr/bin/env bash
-# On a GPU node: device facts, every correctness check, the GPU tests, the suites, the benches.
-# Results go to $OUT (default ./out): verify.txt, tests.txt, results/<gpu>/*.csv|json, criterion/.
+# On a GPU node: device facts, every correctness check, the GPU tests, calibration, the suites
+# (measured against the fresh ceilings), the benches. Results go to $OUT (default ./out):
+# verify.txt, tests.txt, calibrate.txt, results/<gpu>/{ceilings.json,*.csv,*.json,*.svg}, criterion/.
 # Arguments go to `roofbench run` (e.g. --quick).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -63,6 +64,7 @@ for t in "$here"/tests/*; do
   "$t" --ignored --test-threads=1 || status=1
 done 2>&1 | tee "$out/tests.txt"
 grep -q "FAILED\|panicked" "$out/tests.txt" && status=1
+"$here/bin/roofbench" calibrate --out "$out/results" 2>&1 | tee "$out/calibrate.txt" || status=1
 "$here/bin/roofbench" run --out "$out/results" "$@" || status=1
 if [ "${ROOFBENCH_SKIP_BENCHES:-0}" != 1 ]; then
   for b in "$here"/benches/*; do

@@ -89,6 +89,9 @@ enum Command {
         /// CUDA device ordinal.
         #[arg(long, default_value_t = 0)]
         device: usize,
+        /// Do nothing when this GPU already has a ceilings file under --out.
+        #[arg(long)]
+        if_missing: bool,
     },
     /// SVG plots of measured results: roofline.svg and <suite>-pct.svg in each GPU's folder.
     Plot {
@@ -290,7 +293,12 @@ fn dispatch(command: Command, gpus_file: Option<PathBuf>) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Calibrate { quick, out, device } => {
+        Command::Calibrate {
+            quick,
+            out,
+            device,
+            if_missing,
+        } => {
             let gpu = match open_gpu(device) {
                 Ok(gpu) => gpu,
                 Err(e) => {
@@ -299,6 +307,14 @@ fn dispatch(command: Command, gpus_file: Option<PathBuf>) -> Result<ExitCode> {
                 }
             };
             print_device_line(&gpu);
+            let existing = roofbench::roofline::MeasuredCeilings::path(&out, &gpu.info().slug());
+            if if_missing && existing.is_file() {
+                eprintln!(
+                    "{} exists: not recalibrating (run without --if-missing to re-measure)",
+                    existing.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let catalog = catalog()?;
             let opts = CalibrateOptions {
                 quick,
