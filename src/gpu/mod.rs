@@ -410,6 +410,11 @@ fn read_device_info(
     unsafe { sys::cuDriverGetVersion(&mut version) }
         .result()
         .ctx("cuDriverGetVersion")?;
+    // CUDA 13 deprecates the clock attributes; where they read 0, NVML's maximum clocks stand in.
+    let nvml_clocks = telemetry
+        .and_then(Telemetry::max_clocks_mhz)
+        .unwrap_or((0, 0));
+    let or_nvml = |driver: u32, nvml: u32| if driver > 0 { driver } else { nvml };
     Ok(DeviceInfo {
         ordinal,
         name: ctx.name().ctx("cuDeviceGetName")?,
@@ -418,8 +423,14 @@ fn read_device_info(
         l2_bytes: u64::from(attr(Attr::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?),
         memory_bytes: ctx.total_mem().ctx("cuDeviceTotalMem")? as u64,
         memory_bus_width_bits: attr(Attr::CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH)?,
-        memory_clock_mhz: attr(Attr::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE)? / 1000,
-        sm_clock_mhz: attr(Attr::CU_DEVICE_ATTRIBUTE_CLOCK_RATE)? / 1000,
+        memory_clock_mhz: or_nvml(
+            attr(Attr::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE)? / 1000,
+            nvml_clocks.1,
+        ),
+        sm_clock_mhz: or_nvml(
+            attr(Attr::CU_DEVICE_ATTRIBUTE_CLOCK_RATE)? / 1000,
+            nvml_clocks.0,
+        ),
         max_shared_per_block_optin: attr(
             Attr::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
         )?,

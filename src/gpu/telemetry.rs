@@ -43,6 +43,19 @@ impl Telemetry {
         self.nvml.sys_driver_version().ok()
     }
 
+    /// Maximum (SM, memory) clocks in MHz: the fallback when the driver's deprecated clock
+    /// attributes read 0.
+    pub fn max_clocks_mhz(&self) -> Option<(u32, u32)> {
+        let device = self
+            .nvml
+            .device_by_pci_bus_id(self.pci_bus_id.as_str())
+            .ok()?;
+        Some((
+            device.max_clock_info(Clock::SM).ok()?,
+            device.max_clock_info(Clock::Memory).ok()?,
+        ))
+    }
+
     /// Enforced power limit in watts.
     pub fn power_limit_w(&self) -> Option<f64> {
         let device = self

@@ -164,7 +164,7 @@ pub fn roofline_svg(
             chart
                 .draw_series(std::iter::once(Text::new(
                     format!("{p} {peak:.0}"),
-                    (x, peak * 1.08),
+                    (x, peak * 1.25),
                     ("sans-serif", 12).into_font().color(&colour),
                 )))
                 .map_err(svg_error)?;
@@ -289,7 +289,10 @@ pub fn plot_results(
     let path = dir.join("roofline.svg");
     roofline_svg(
         &path,
-        &format!("{}: roofline and measured kernels", spec_roof.gpu),
+        &format!(
+            "{}: roofline (dashed: spec sheet, solid: measured) and kernels",
+            spec_roof.gpu
+        ),
         &roofs,
         &points,
     )?;
@@ -412,7 +415,7 @@ mod tests {
         let files = plot_results(dir.path(), &h100, Some(&measured), &rows).unwrap();
         assert_eq!(files.len(), 2);
         let roofline = std::fs::read_to_string(&files[0]).unwrap();
-        assert!(roofline.contains("<svg") && roofline.contains("roofline and measured kernels"));
+        assert!(roofline.contains("<svg") && roofline.contains("solid: measured"));
         assert!(
             roofline.contains("arithmetic intensity"),
             "axis label present"

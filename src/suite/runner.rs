@@ -139,6 +139,21 @@ pub fn run(gpu: &Gpu, plans: &[Plan<'_>], opts: &RunOptions) -> Result<Vec<Resul
     let spec = opts.catalog.match_device(gpu.info());
     let measured = MeasuredCeilings::load(&opts.out_dir, &slug)?;
     let roofs = Roofs::new(&spec, measured.as_ref());
+    eprintln!(
+        "roofline: {} ({:?} figures); {}",
+        spec.name,
+        spec.origin,
+        measured.as_ref().map_or(
+            "no measured ceilings yet: run `roofbench calibrate` (spec ceilings used)".into(),
+            |m| {
+                format!(
+                    "measured ceilings from {} ({})",
+                    m.measured_at,
+                    MeasuredCeilings::path(&opts.out_dir, &slug).display()
+                )
+            }
+        )
+    );
     metadata.spec = Some(spec);
     metadata.calibrated_at = measured.map(|m| m.measured_at);
     let bar = progress(plans.iter().map(|(_, c)| c.len()).sum());
