@@ -3,6 +3,7 @@
 
 pub mod gpu;
 pub mod measure;
+pub mod numeric;
 pub mod predict;
 pub mod report;
 pub mod roofline;

@@ -1,0 +1,153 @@
+//! Element formats of tensors on the device: their size, their encoding from and decoding to
+//! f32 on the host (half and float8 crates: the same round-to-nearest-even, saturate-to-finite
+//! conversions as CUDA's intrinsics), and their unit roundoff, from which test tolerances derive.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Element {
+    F32,
+    Bf16,
+    Fp16,
+    /// FP8 E4M3 (max 448, no infinities).
+    E4m3,
+    /// FP8 E5M2 (max 57344).
+    E5m2,
+}
+
+impl Element {
+    pub fn name(self) -> &'static str {
+        match self {
+            Element::F32 => "f32",
+            Element::Bf16 => "bf16",
+            Element::Fp16 => "fp16",
+            Element::E4m3 => "e4m3",
+            Element::E5m2 => "e5m2",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Element> {
+        [
+            Element::F32,
+            Element::Bf16,
+            Element::Fp16,
+            Element::E4m3,
+            Element::E5m2,
+        ]
+        .into_iter()
+        .find(|e| {
+            e.name() == s.to_ascii_lowercase()
+                || (s.eq_ignore_ascii_case("f16") && *e == Element::Fp16)
+        })
+    }
+
+    pub fn bytes(self) -> usize {
+        match self {
+            Element::F32 => 4,
+            Element::Bf16 | Element::Fp16 => 2,
+            Element::E4m3 | Element::E5m2 => 1,
+        }
+    }
+
+    /// Unit roundoff u = 2^-p for p significand bits (half an ulp at 1.0, relative).
+    pub fn unit_roundoff(self) -> f64 {
+        let significand_bits = match self {
+            Element::F32 => 24,
+            Element::Bf16 => 8,
+            Element::Fp16 => 11,
+            Element::E4m3 => 4,
+            Element::E5m2 => 3,
+        };
+        2f64.powi(-significand_bits)
+    }
+
+    /// Appends the encoding of `v` (rounded to nearest even, saturating FP8 to its finite range).
+    pub fn encode_into(self, v: f32, out: &mut Vec<u8>) {
+        match self {
+            Element::F32 => out.extend_from_slice(&v.to_le_bytes()),
+            Element::Bf16 => out.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
+            Element::Fp16 => out.extend_from_slice(&half::f16::from_f32(v).to_le_bytes()),
+            Element::E4m3 => out.push(float8::F8E4M3::from_f32(v).to_bits()),
+            Element::E5m2 => out.push(float8::F8E5M2::from_f32(v).to_bits()),
+        }
+    }
+
+    /// Encodes every value.
+    pub fn encode(self, values: &[f32]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(values.len() * self.bytes());
+        for &v in values {
+            self.encode_into(v, &mut out);
+        }
+        out
+    }
+
+    /// The value stored in `bytes` (exactly `self.bytes()` long).
+    pub fn decode(self, bytes: &[u8]) -> f32 {
+        match self {
+            Element::F32 => f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
+            Element::Bf16 => half::bf16::from_le_bytes([bytes[0], bytes[1]]).to_f32(),
+            Element::Fp16 => half::f16::from_le_bytes([bytes[0], bytes[1]]).to_f32(),
+            Element::E4m3 => float8::F8E4M3::from_bits(bytes[0]).to_f32(),
+            Element::E5m2 => float8::F8E5M2::from_bits(bytes[0]).to_f32(),
+        }
+    }
+
+    /// Decodes a whole tensor.
+    pub fn decode_all(self, bytes: &[u8]) -> Vec<f32> {
+        bytes
+            .chunks_exact(self.bytes())
+            .map(|b| self.decode(b))
+            .collect()
+    }
+
+    /// `v` rounded to this format (what storing and loading it gives).
+    pub fn round(self, v: f32) -> f32 {
+        let mut buf = Vec::with_capacity(4);
+        self.encode_into(v, &mut buf);
+        self.decode(&buf)
+    }
+}
+
+impl std::fmt::Display for Element {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodings_round_trip_and_round_to_nearest() {
+        for e in [
+            Element::F32,
+            Element::Bf16,
+            Element::Fp16,
+            Element::E4m3,
+            Element::E5m2,
+        ] {
+            let v = [1.0f32, -0.375, 3.0, 0.0];
+            let bytes = e.encode(&v);
+            assert_eq!(bytes.len(), v.len() * e.bytes());
+            assert_eq!(
+                e.decode_all(&bytes),
+                v,
+                "{e}: exactly representable values survive"
+            );
+            let x = 1.0 + 0.3 * e.unit_roundoff() as f32;
+            assert_eq!(e.round(x), 1.0, "{e}: under half an ulp rounds down");
+        }
+        assert_eq!(Element::E4m3.encode(&[1.0]), vec![0x38]);
+        assert_eq!(
+            Element::E4m3.round(1000.0),
+            448.0,
+            "e4m3 saturates to its largest finite value"
+        );
+        assert_eq!(Element::E5m2.round(1e6), 57344.0);
+        assert_eq!(Element::parse("BF16"), Some(Element::Bf16));
+        assert_eq!(Element::parse("f16"), Some(Element::Fp16));
+        assert_eq!(Element::parse("int3"), None);
+    }
+}
