@@ -8,6 +8,7 @@ scripts/install-cuda.sh
 export ROOFBENCH_REQUIRE_KERNELS=1   # a missing nvcc or an nvcc warning fails the build
 
 cargo fmt --all -- --check
+python3 -m py_compile scripts/baselines/*.py
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked
 cargo bench --no-run --locked

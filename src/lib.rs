@@ -1,6 +1,7 @@
 //! roofbench: hand-written CUDA kernels for LLM inference, benchmarked against roofline models of
 //! the GPU. See README.md for the architecture; each module's header says what it owns.
 
+pub mod attention;
 pub mod gpu;
 pub mod measure;
 pub mod numeric;
@@ -14,7 +15,7 @@ use suite::Suite;
 
 /// Every suite, in the order `roofbench run` runs them.
 pub fn suites() -> Vec<&'static dyn Suite> {
-    vec![&stream::StreamSuite]
+    vec![&stream::StreamSuite, &attention::AttentionSuite]
 }
 
 pub fn find_suite(name: &str) -> Option<&'static dyn Suite> {

@@ -43,6 +43,11 @@ enum Command {
     },
     /// The suites and the syntax of their `--case` arguments.
     Suites,
+    /// The cases a selection would run, one JSON object per line (for scripts/baselines/).
+    Cases {
+        #[command(flatten)]
+        select: Selection,
+    },
     /// Verify, then time, suites and write results/<gpu>/<suite>.csv|json.
     Run {
         #[command(flatten)]
@@ -209,6 +214,16 @@ fn dispatch(command: Command, gpus_file: Option<PathBuf>) -> Result<ExitCode> {
         Command::Devices => devices(),
         Command::Kernels { ptxas } => {
             print_kernels(ptxas);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cases { select } => {
+            for (suite, cases) in select.plans(|s| s.default_cases(select.quick))? {
+                for case in cases {
+                    let mut json = case.describe();
+                    json["suite"] = suite.name().into();
+                    println!("{json}");
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Suites => {

@@ -454,6 +454,17 @@ impl Kernel {
         &self.name
     }
 
+    /// Allows launches with `bytes` of dynamic shared memory (above the default 48 KiB a kernel
+    /// must opt in; fails if the device has less per block).
+    pub fn allow_dynamic_shared(&self, bytes: u32) -> GpuResult<()> {
+        self.function
+            .set_attribute(
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                bytes as i32,
+            )
+            .ctx("cuFuncSetAttribute")
+    }
+
     /// A grid that fills the device once: SMs x resident blocks per SM at this block size.
     /// Grid-stride kernels launched with it run one wave, with no tail of partial waves.
     pub fn resident_grid(&self, block: u32, dynamic_smem: u32) -> GpuResult<u32> {
@@ -490,8 +501,21 @@ impl<'a> Launch<'a> {
     /// The arguments must match the kernel's parameters, and the buffers must be large enough for
     /// what the kernel indexes.
     pub unsafe fn run(&mut self, grid: u32, block: u32, dynamic_smem: u32) -> GpuResult<()> {
+        self.run_3d((grid, 1, 1), block, dynamic_smem)
+    }
+
+    /// [`Launch::run`] with a 3-D grid.
+    ///
+    /// # Safety
+    /// As for [`Launch::run`].
+    pub unsafe fn run_3d(
+        &mut self,
+        grid: (u32, u32, u32),
+        block: u32,
+        dynamic_smem: u32,
+    ) -> GpuResult<()> {
         let cfg = LaunchConfig {
-            grid_dim: (grid.max(1), 1, 1),
+            grid_dim: (grid.0.max(1), grid.1.max(1), grid.2.max(1)),
             block_dim: (block, 1, 1),
             shared_mem_bytes: dynamic_smem,
         };

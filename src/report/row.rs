@@ -40,6 +40,10 @@ pub struct ResultRow {
     pub bound_us: Option<f64>,
     /// Percent of the bound computed from the spec sheet (or derived) figures alone.
     pub pct_of_spec: Option<f64>,
+    /// GB/s as a percentage of the measured device-to-device copy bandwidth (calibrated GPUs).
+    pub pct_of_copy: Option<f64>,
+    /// Tokens per second for decode suites (tokens one launch produces / median).
+    pub tokens_per_s: Option<f64>,
     pub verified: bool,
     pub max_rel_err: Option<f64>,
     /// Set when the SM clock dropped or a throttle reason was active during sampling.

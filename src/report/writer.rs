@@ -179,6 +179,33 @@ mod tests {
     }
 
     #[test]
+    fn baseline_scripts_write_the_same_columns() {
+        // scripts/baselines/*.py write rows for the same CSV: their COLUMNS must be this header.
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ResultsWriter::create(dir.path(), "s", RunMetadata::this_run()).unwrap();
+        w.append(row("c", Some(1.0))).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("s.csv")).unwrap();
+        let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+        let script = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/baselines/attention.py"
+        ))
+        .unwrap();
+        let list = script
+            .split("COLUMNS = [")
+            .nth(1)
+            .unwrap()
+            .split(']')
+            .next()
+            .unwrap();
+        let columns: Vec<&str> = list
+            .split(',')
+            .filter_map(|c| c.split('"').nth(1))
+            .collect();
+        assert_eq!(columns, header);
+    }
+
+    #[test]
     fn csv_header_has_the_documented_columns() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = ResultsWriter::create(dir.path(), "s", RunMetadata::this_run()).unwrap();

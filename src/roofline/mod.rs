@@ -18,15 +18,25 @@ pub use spec::{Catalog, GpuSpec};
 pub struct Roofs {
     pub primary: Roof,
     pub spec: Roof,
+    /// The measured device copy bandwidth (best of the copy kernel and cuMemcpyDtoD), GB/s.
+    pub copy_gbps: Option<f64>,
 }
 
 impl Roofs {
     pub fn new(spec: &GpuSpec, measured: Option<&MeasuredCeilings>) -> Roofs {
         let spec_roof = Roof::from_spec(spec);
         let primary = measured.map_or_else(|| spec_roof.clone(), |m| spec_roof.with_measured(m));
+        let copy_gbps = measured.and_then(|m| {
+            m.entries
+                .iter()
+                .filter(|e| e.usable() && matches!(e.name.as_str(), "hbm_copy" | "memcpy_dtod"))
+                .map(|e| e.value)
+                .reduce(f64::max)
+        });
         Roofs {
             primary,
             spec: spec_roof,
+            copy_gbps,
         }
     }
 }

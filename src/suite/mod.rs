@@ -53,6 +53,16 @@ pub trait Case {
     fn l2_resident(&self, device: &DeviceInfo) -> bool {
         self.device_bytes() * 2 <= device.l2_bytes
     }
+    /// The case for other tools (e.g. scripts/baselines/): name, params, minimum bytes and FLOPs;
+    /// suites add structured fields.
+    fn describe(&self) -> serde_json::Value {
+        let w = self.workload();
+        serde_json::json!({ "name": self.name(), "dtype": self.dtype(), "params": self.params(), "bytes": w.bytes, "flops": w.flops })
+    }
+    /// Tokens one launch produces (decode suites), for a tokens/s column.
+    fn tokens_per_launch(&self) -> Option<u64> {
+        None
+    }
     /// Allocates and fills inputs with fresh random data.
     fn prepare(&self, gpu: &Gpu) -> Result<Box<dyn Prepared>>;
 }

@@ -1,0 +1,135 @@
+// Element formats of the attention kernels: 16-bit floats (queries, outputs, bf16/fp16 caches)
+// packed two per 32-bit word as the mma fragments hold them, and fp8 caches (e4m3, e5m2) with
+// their exact widening to 16 bits and saturating narrowing from f32.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include "common/mma.cuh"
+
+namespace rb {
+
+template <typename To, typename From> __device__ __forceinline__ To bits_as(From v) {
+  static_assert(sizeof(To) == sizeof(From), "same size only");
+  To r;
+  memcpy(&r, &v, sizeof(r));
+  return r;
+}
+
+// A 16-bit float type: the tensor-core MMA that takes it and f32 <-> word conversions, element 0
+// in the low half of the word (lower address, fragment element 2i).
+template <typename T> struct Half16;
+
+template <> struct Half16<__nv_bfloat16> {
+  using Mma = MmaBf16;
+  using Pair = __nv_bfloat162;
+  __device__ __forceinline__ static uint32_t pack(float lo, float hi) {
+    return bits_as<uint32_t>(__floats2bfloat162_rn(lo, hi));
+  }
+  __device__ __forceinline__ static float2 unpack(uint32_t w) {
+    return __bfloat1622float2(bits_as<__nv_bfloat162>(w));
+  }
+  __device__ __forceinline__ static uint32_t mul(uint32_t a, uint32_t b) {
+    return bits_as<uint32_t>(__hmul2(bits_as<Pair>(a), bits_as<Pair>(b)));
+  }
+  static constexpr int kExponentBits = 8;
+  static constexpr int kBias = 127;
+  static constexpr int kMantissaBits = 7;
+};
+
+template <> struct Half16<__half> {
+  using Mma = MmaF16;
+  using Pair = __half2;
+  __device__ __forceinline__ static uint32_t pack(float lo, float hi) {
+    return bits_as<uint32_t>(__floats2half2_rn(lo, hi));
+  }
+  __device__ __forceinline__ static float2 unpack(uint32_t w) {
+    return __half22float2(bits_as<__half2>(w));
+  }
+  __device__ __forceinline__ static uint32_t mul(uint32_t a, uint32_t b) {
+    return bits_as<uint32_t>(__hmul2(bits_as<Pair>(a), bits_as<Pair>(b)));
+  }
+  static constexpr int kExponentBits = 5;
+  static constexpr int kBias = 15;
+  static constexpr int kMantissaBits = 10;
+};
+
+// fp8 formats, as tags: a pool of them holds one byte per element (__nv_fp8_storage_t).
+struct E4m3 {
+  static constexpr __nv_fp8_interpretation_t kKind = __NV_E4M3;
+  static constexpr int kExponentBits = 4;
+  static constexpr int kBias = 7;
+};
+struct E5m2 {
+  static constexpr __nv_fp8_interpretation_t kKind = __NV_E5M2;
+  static constexpr int kExponentBits = 5;
+  static constexpr int kBias = 15;
+};
+
+// What a KV-cache element type is in memory: KV is __nv_bfloat16, __half, E4m3 or E5m2.
+template <typename KV> struct KvFormat {
+  using Storage = KV;
+  static constexpr bool kFp8 = false;
+  static constexpr int kBytes = 2;
+};
+template <> struct KvFormat<E4m3> {
+  using Storage = __nv_fp8_storage_t;
+  static constexpr bool kFp8 = true;
+  static constexpr int kBytes = 1;
+};
+template <> struct KvFormat<E5m2> {
+  using Storage = __nv_fp8_storage_t;
+  static constexpr bool kFp8 = true;
+  static constexpr int kBytes = 1;
+};
+
+// 2^e as a pair of 16-bit floats of type T (e within T's normal range).
+template <typename T> __host__ __device__ constexpr uint32_t pow2_pair(int e) {
+  return (uint32_t(e + Half16<T>::kBias) << Half16<T>::kMantissaBits) * 0x00010001u;
+}
+
+// Four fp8 values (the bytes of `w`, lowest first) widened exactly to four 16-bit floats of type
+// T, two per word, lowest first. Every e4m3 and e5m2 value is exact in fp16 and in bf16.
+//
+// Why bits and one multiply rather than a conversion instruction: sm_90 converts e4m3/e5m2 only
+// to fp16 (one cvt per pair), not to bf16, and sm_80/86 not at all (cuda_fp8.h emulates it with
+// a loop per element). Placing the fp8 sign, exponent and mantissa fields at their positions in
+// T gives the value times 2^-(bias(T) - bias(fp8)) for normal and subnormal inputs alike; one
+// packed multiply by the power of two (exact, T's multiplies keep subnormal inputs) restores it.
+// The field shift is the difference in exponent widths. fp8 NaN codes come out as finite values
+// (a cache holds none). On sm_89 and newer fp16 takes the native cvt instead.
+template <typename Fp8, typename T> __device__ __forceinline__ uint2 widen_fp8x4(uint32_t w) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  if constexpr (std::is_same_v<T, __half>) {
+    const __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w & 0xFFFFu), Fp8::kKind);
+    const __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w >> 16), Fp8::kKind);
+    return make_uint2(bits_as<uint32_t>(lo), bits_as<uint32_t>(hi));
+  }
+#endif
+  constexpr int kShift = Half16<T>::kExponentBits - Fp8::kExponentBits;
+  constexpr uint32_t kField = (0x7F00u >> kShift) * 0x00010001u;
+  constexpr uint32_t kSign = 0x80008000u;
+  // Each fp8 byte in the high byte of its 16-bit lane: sign already at bit 15.
+  const uint32_t lo = __byte_perm(w, 0, 0x1404), hi = __byte_perm(w, 0, 0x3424);
+  uint32_t a = ((lo >> kShift) & kField) | (lo & kSign);
+  uint32_t b = ((hi >> kShift) & kField) | (hi & kSign);
+  if constexpr (Half16<T>::kBias != Fp8::kBias) {
+    constexpr uint32_t kScale = pow2_pair<T>(Half16<T>::kBias - Fp8::kBias);
+    a = Half16<T>::mul(a, kScale);
+    b = Half16<T>::mul(b, kScale);
+  }
+  return make_uint2(a, b);
+}
+
+// Two f32 values narrowed to fp8 (round to nearest even, saturating to the largest finite
+// value), first value in the low byte.
+template <typename Fp8> __device__ __forceinline__ uint16_t narrow_fp8x2(float lo, float hi) {
+  return __nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, Fp8::kKind);
+}
+
+}  // namespace rb

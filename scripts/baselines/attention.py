@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Vendor baselines for the attention suite, written as rows of roofbench's results schema.
+
+Where PyTorch (and optionally FlashInfer) are installed, times on the same cases as
+`roofbench run attention`:
+  - torch SDPA with the cuDNN and FlashAttention backends (contiguous, padded KV),
+  - FlashInfer's paged decode (HND pages, the same page size),
+with CUDA events, the L2 flushed before every sample, the median of adaptive samples. Bytes and
+FLOPs come from roofbench itself (`roofbench cases`), so the GB/s columns are comparable.
+
+    roofbench cases attention --quick > cases.jsonl
+    python3 scripts/baselines/attention.py cases.jsonl --out results/<gpu>/attention-baselines.csv
+
+BF16/FP16 KV only (FP8 KV cases are skipped with a note). Uniform lengths only for SDPA (a padded
+batch would read padding); FlashInfer takes any lengths.
+"""
+import argparse
+import csv
+import datetime
+import json
+import math
+import statistics
+import subprocess
+import sys
+
+try:
+    import torch
+except ImportError:  # the script still documents itself and exits cleanly
+    torch = None
+
+COLUMNS = [  # the CSV header of roofbench's results (src/report/row.rs), in order
+    "suite", "case", "kernel", "provider", "dtype", "params", "mode", "status", "samples", "median_us",
+    "p10_us", "p90_us", "mean_us", "stdev_us", "rel_ci", "launches_per_sample", "bytes", "flops", "gbps",
+    "tflops", "ceiling", "ceiling_source", "ceiling_value", "pct_of_ceiling", "bound_us", "pct_of_spec",
+    "pct_of_copy", "tokens_per_s", "verified", "max_rel_err", "clock_warning", "gpu", "sm_clock_mhz",
+    "mem_clock_mhz", "driver", "cuda", "commit", "timestamp", "note",
+]
+
+
+def time_cold(fn, l2_bytes, budget_s=2.0, min_samples=10, target_rel_ci=0.01):
+    """Median µs of `fn` with the L2 flushed (written, then read) before each sample."""
+    flush = torch.empty(max(2 * l2_bytes, 8 << 20) // 4, dtype=torch.int32, device="cuda")
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    for _ in range(3):
+        fn()
+    samples, t0 = [], datetime.datetime.now()
+    while True:
+        flush.fill_(len(samples))
+        flush.sum()
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        samples.append(start.elapsed_time(end) * 1e3)
+        n = len(samples)
+        if n >= min_samples:
+            s = sorted(samples)
+            half = 1.96 * math.sqrt(n) / 2
+            lo, hi = s[max(0, int(n / 2 - half))], s[min(n - 1, int(math.ceil(n / 2 + half)))]
+            if (hi - lo) / (2 * statistics.median(s)) <= target_rel_ci:
+                break
+        if (datetime.datetime.now() - t0).total_seconds() > budget_s and n >= 3:
+            break
+    s = sorted(samples)
+    q = statistics.quantiles(s, n=10) if len(s) >= 2 else [s[0]] * 9
+    return {"samples": len(s), "median_us": statistics.median(s), "p10_us": q[0], "p90_us": q[-1],
+            "mean_us": statistics.mean(s), "stdev_us": statistics.pstdev(s)}
+
+
+def torch_dtype(name):
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name)
+
+
+def sdpa_runner(case, backend):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    lens = case["context_lens"]
+    if len(set(lens)) != 1 or case["q_len"] != 1 or case["window"] or case["softcap"]:
+        return None, "SDPA baseline: uniform lengths, q_len 1, no window/soft-cap only"
+    b, hq, hk, d, ctx = case["batch"], case["q_heads"], case["kv_heads"], case["head_dim"], lens[0]
+    dt = torch_dtype(case["q_dtype"])
+    q = torch.randn(b, hq, 1, d, dtype=dt, device="cuda")
+    k = torch.randn(b, hk, ctx, d, dtype=dt, device="cuda")
+    v = torch.randn(b, hk, ctx, d, dtype=dt, device="cuda")
+    sdp = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION}[backend]
+
+    def run():
+        with sdpa_kernel([sdp]):
+            torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=case["softmax_scale"], enable_gqa=hq != hk)
+    return run, ""
+
+
+def flashinfer_runner(case):
+    import flashinfer
+    lens = case["context_lens"]
+    b, hq, hk, d, page = case["batch"], case["q_heads"], case["kv_heads"], case["head_dim"], case["page_size"]
+    if case["q_len"] != 1:
+        return None, "FlashInfer decode baseline: q_len 1 only"
+    dt = torch_dtype(case["q_dtype"])
+    pages = [math.ceil(n / page) for n in lens]
+    total = sum(pages)
+    kv = torch.randn(total, 2, hk, page, d, dtype=dt, device="cuda")  # HND pages, K and V
+    indices = torch.randperm(total, dtype=torch.int32, device="cuda")
+    indptr = torch.tensor([0] + list(__import__("itertools").accumulate(pages)), dtype=torch.int32, device="cuda")
+    last = torch.tensor([(n - 1) % page + 1 for n in lens], dtype=torch.int32, device="cuda")
+    workspace = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+    wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, kv_layout="HND")
+    wrapper.plan(indptr, indices, last, hq, hk, d, page, sm_scale=case["softmax_scale"],
+                 logits_soft_cap=case["softcap"] or None, window_left=(case["window"] - 1) if case["window"] else -1,
+                 q_data_type=dt, kv_data_type=dt)
+    q = torch.randn(b, hq, d, dtype=dt, device="cuda")
+    return (lambda: wrapper.run(q, kv)), ""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("cases", help="JSON lines from `roofbench cases attention ...`")
+    ap.add_argument("--out", required=True, help="CSV to write (roofbench's results schema)")
+    args = ap.parse_args()
+    if torch is None or not torch.cuda.is_available():
+        print("attention baselines skipped: PyTorch with CUDA is not available")
+        return 0
+    try:
+        import flashinfer  # noqa: F401
+        have_flashinfer = True
+    except ImportError:
+        have_flashinfer = False
+    props = torch.cuda.get_device_properties(0)
+    l2 = getattr(props, "L2_cache_size", 50 << 20)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
+    base = {"suite": "attention", "mode": "cold", "gpu": props.name, "cuda": torch.version.cuda, "commit": commit,
+            "launches_per_sample": 1, "ceiling": "none (baseline)", "verified": "false",
+            "note": f"torch {torch.__version__}; not checked against roofbench's reference"}
+    rows = []
+    for line in open(args.cases):
+        case = json.loads(line)
+        if case["kv_dtype"] not in ("bf16", "fp16") or case["q_dtype"] != case["kv_dtype"]:
+            continue
+        providers = [("sdpa_cudnn", "torch", lambda c: sdpa_runner(c, "cudnn")),
+                     ("sdpa_flash", "torch", lambda c: sdpa_runner(c, "flash"))]
+        if have_flashinfer:
+            providers.append(("flashinfer_paged_decode", "flashinfer", flashinfer_runner))
+        for kernel, provider, make in providers:
+            row = dict(base, case=case["name"], kernel=kernel, provider=provider, dtype=case["dtype"],
+                       params=case["params"], bytes=case["bytes"], flops=case["flops"],
+                       timestamp=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+            try:
+                run, why = make(case)
+                if run is None:
+                    rows.append(dict(row, status="skipped", note=why))
+                    continue
+                t = time_cold(run, l2)
+                row.update(t, status="ok", gbps=case["bytes"] / (t["median_us"] * 1e-6) / 1e9,
+                           tflops=case["flops"] / (t["median_us"] * 1e-6) / 1e12,
+                           tokens_per_s=case["batch"] * case["q_len"] / (t["median_us"] * 1e-6))
+            except Exception as e:  # a backend that cannot run a case is a skipped row, not a crash
+                row.update(status="skipped", note=f"{type(e).__name__}: {e}")
+            rows.append(row)
+            print(f"{case['name']:<48} {kernel:<26} {row.get('median_us', '-')}", file=sys.stderr)
+    with open(args.out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k, "") for k in COLUMNS})
+    print(f"{len(rows)} baseline rows in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+//! The paged KV cache layout shared by the kernels and the CPU reference.
+//!
+//! K and V live in separate page pools, each `[num_pages][num_kv_heads][page_size][head_dim]`
+//! ("HND" inside a page): the CTA that handles one (sequence, kv head) reads `page_size x
+//! head_dim` contiguous elements per page, so every page is one long coalesced read, whatever
+//! the page size. A sequence's block table row lists its pages in token order; pages are handed
+//! out in a random permutation, as a long-running server's allocator would leave them. A
+//! contiguous cache is the same layout with one page per sequence as long as the longest context.
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PagedLayout {
+    pub page_size: usize,
+    pub num_pages: usize,
+    pub max_pages_per_seq: usize,
+    /// `[batch][max_pages_per_seq]`, row-major; unused entries are 0.
+    pub block_tables: Vec<i32>,
+    pub context_lens: Vec<i32>,
+}
+
+impl PagedLayout {
+    /// Pages of `page_size` tokens in a random order (from `seed`).
+    pub fn paged(context_lens: &[usize], page_size: usize, seed: u64) -> PagedLayout {
+        let pages: Vec<usize> = context_lens
+            .iter()
+            .map(|&c| c.div_ceil(page_size))
+            .collect();
+        let num_pages: usize = pages.iter().sum();
+        let max_pages_per_seq = pages.iter().copied().max().unwrap_or(1).max(1);
+        let mut order: Vec<i32> = (0..num_pages as i32).collect();
+        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        let mut block_tables = vec![0i32; context_lens.len() * max_pages_per_seq];
+        let mut next = order.into_iter();
+        for (b, &n) in pages.iter().enumerate() {
+            for slot in &mut block_tables[b * max_pages_per_seq..b * max_pages_per_seq + n] {
+                *slot = next.next().unwrap_or(0);
+            }
+        }
+        PagedLayout {
+            page_size,
+            num_pages,
+            max_pages_per_seq,
+            block_tables,
+            context_lens: context_lens.iter().map(|&c| c as i32).collect(),
+        }
+    }
+
+    /// One page per sequence, `max(context)` tokens long: a plain `[batch][kv_heads][ctx][dim]`.
+    pub fn contiguous(context_lens: &[usize]) -> PagedLayout {
+        let page_size = context_lens.iter().copied().max().unwrap_or(1).max(1);
+        PagedLayout {
+            page_size,
+            num_pages: context_lens.len(),
+            max_pages_per_seq: 1,
+            block_tables: (0..context_lens.len() as i32).collect(),
+            context_lens: context_lens.iter().map(|&c| c as i32).collect(),
+        }
+    }
+
+    pub fn batch(&self) -> usize {
+        self.context_lens.len()
+    }
+
+    /// Elements of one pool.
+    pub fn pool_elements(&self, kv_heads: usize, head_dim: usize) -> usize {
+        self.num_pages * kv_heads * self.page_size * head_dim
+    }
+
+    /// Index in a pool of element `d` of token `token` of sequence `b`, kv head `h`.
+    pub fn index(
+        &self,
+        b: usize,
+        token: usize,
+        h: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        d: usize,
+    ) -> usize {
+        let page = self.block_tables[b * self.max_pages_per_seq + token / self.page_size] as usize;
+        ((page * kv_heads + h) * self.page_size + token % self.page_size) * head_dim + d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_token_has_its_own_slot() {
+        let lens = [1, 17, 16, 15, 40];
+        let (kv_heads, dim) = (2, 4);
+        for layout in [
+            PagedLayout::paged(&lens, 16, 7),
+            PagedLayout::paged(&lens, 1, 7),
+            PagedLayout::contiguous(&lens),
+        ] {
+            let mut seen = vec![false; layout.pool_elements(kv_heads, dim)];
+            for (b, &len) in lens.iter().enumerate() {
+                for t in 0..len {
+                    for h in 0..kv_heads {
+                        for d in 0..dim {
+                            let i = layout.index(b, t, h, kv_heads, dim, d);
+                            assert!(!seen[i], "slot {i} used twice");
+                            seen[i] = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pages_are_shuffled_and_counted() {
+        let layout = PagedLayout::paged(&[100; 8], 16, 1);
+        assert_eq!(layout.num_pages, 8 * 7);
+        assert_eq!(layout.max_pages_per_seq, 7);
+        let first_row = &layout.block_tables[..7];
+        assert!(
+            first_row.windows(2).any(|w| w[1] != w[0] + 1),
+            "not in allocation order: {first_row:?}"
+        );
+        let mut all = layout.block_tables.clone();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 56, "each page used once");
+    }
+}

@@ -1,0 +1,500 @@
+//! A decode-attention case on the device: random q, K and V in their formats, a shuffled page
+//! table, the decode + merge launch pair, and the append kernel; each verified against the CPU.
+
+use anyhow::{Context, Result};
+use rand::Rng;
+
+use super::config::{AttentionConfig, FAST_HEAD_DIMS};
+use super::layout::PagedLayout;
+use super::reference::{decode_reference, tolerance, HostInputs};
+use crate::gpu::{Buffer, Gpu, GpuResult, Kernel};
+use crate::numeric::Element;
+use crate::suite::{Check, Prepared, Provider, Variant};
+
+// Launch shapes, from the headers of kernels/attention/paged_decode.cu and paged_append.cu.
+/// Decode: grid (splits, kv heads, batch).
+const DECODE_BLOCK: u32 = 256;
+/// Decode's dynamic shared memory (the cp.async tile ring), the same for every instance.
+const DECODE_SMEM: u32 = 98_304;
+/// Merge: grid (q_len * q heads, batch).
+const MERGE_BLOCK: u32 = 64;
+/// Append: grid (q_len * kv heads, batch); threads 0-31 write K, 32-63 write V.
+const APPEND_BLOCK: u32 = 64;
+
+const KV_TYPES: [Element; 4] = [Element::Bf16, Element::Fp16, Element::E4m3, Element::E5m2];
+const Q_TYPES: [Element; 2] = [Element::Bf16, Element::Fp16];
+
+fn decode_kernel_name(c: &AttentionConfig) -> String {
+    let dim = if FAST_HEAD_DIMS.contains(&c.head_dim) {
+        format!("d{}", c.head_dim)
+    } else {
+        "dany".into()
+    };
+    format!("paged_decode_{}_{}_{dim}", c.kv_dtype, c.q_dtype)
+}
+
+fn merge_kernel_name(c: &AttentionConfig) -> String {
+    format!("paged_decode_merge_{}", c.q_dtype)
+}
+
+fn append_kernel_name(c: &AttentionConfig) -> String {
+    format!("paged_append_{}_{}", c.kv_dtype, c.q_dtype)
+}
+
+/// Every attention kernel, for the embedded-kernel checks.
+pub fn all_kernel_names() -> Vec<String> {
+    let mut names = Vec::new();
+    for q in Q_TYPES {
+        names.push(format!("paged_decode_merge_{q}"));
+        for kv in KV_TYPES {
+            names.push(format!("paged_append_{kv}_{q}"));
+            for d in FAST_HEAD_DIMS
+                .iter()
+                .map(|d| format!("d{d}"))
+                .chain(["dany".to_string()])
+            {
+                names.push(format!("paged_decode_{kv}_{q}_{d}"));
+            }
+        }
+    }
+    names
+}
+
+fn layout_of(c: &AttentionConfig, seed: u64) -> PagedLayout {
+    if c.contiguous {
+        PagedLayout::contiguous(&c.context_lens())
+    } else {
+        PagedLayout::paged(&c.context_lens(), c.page_size, seed)
+    }
+}
+
+/// Device memory of a prepared case: pools, q/out, partials, tables.
+pub fn device_bytes(c: &AttentionConfig) -> u64 {
+    let layout = layout_of(c, 0);
+    let pools = 2 * layout.pool_elements(c.kv_heads, c.head_dim) * c.kv_dtype.bytes();
+    let rows = c.batch * c.q_len * c.q_heads;
+    let q_out = 2 * rows * c.head_dim * c.q_dtype.bytes();
+    let partials = c.num_splits(256) * rows * (c.head_dim + 1) * 4;
+    let new_tokens = 2 * c.batch * c.q_len * c.kv_heads * c.head_dim * c.q_dtype.bytes();
+    (pools + q_out + partials + new_tokens + layout.block_tables.len() * 4) as u64
+}
+
+pub struct PreparedAttention {
+    config: AttentionConfig,
+    layout: PagedLayout,
+    splits: usize,
+    host: HostInputs,
+    /// Raw bytes of the pools as uploaded (restored after an append test overwrote slots).
+    k_bytes: Vec<u8>,
+    v_bytes: Vec<u8>,
+    q: Buffer<u8>,
+    k_pool: Buffer<u8>,
+    v_pool: Buffer<u8>,
+    block_tables: Buffer<i32>,
+    context_lens: Buffer<i32>,
+    k_scales: Buffer<f32>,
+    v_scales: Buffer<f32>,
+    o_partial: Buffer<f32>,
+    lse_partial: Buffer<f32>,
+    out: Buffer<u8>,
+    /// The new tokens' K and V in the q type, `[batch][q_len][kv_heads][head_dim]`.
+    k_new: Buffer<u8>,
+    v_new: Buffer<u8>,
+    k_new_host: Vec<f32>,
+    v_new_host: Vec<f32>,
+    variants: Vec<Variant>,
+    decode: Option<(Kernel, Kernel)>,
+    append: Option<Kernel>,
+}
+
+/// Uniform values in [-1, 1) rounded to `e` after dividing by `scale` (FP8 stores value / scale).
+fn random_stored(
+    rng: &mut impl Rng,
+    n: usize,
+    e: Element,
+    scale: impl Fn(usize) -> f32,
+) -> (Vec<u8>, Vec<f32>) {
+    let mut bytes = Vec::with_capacity(n * e.bytes());
+    let mut stored = Vec::with_capacity(n);
+    for i in 0..n {
+        let v: f32 = rng.random_range(-1.0..1.0) / scale(i);
+        let before = bytes.len();
+        e.encode_into(v, &mut bytes);
+        stored.push(e.decode(&bytes[before..]));
+    }
+    (bytes, stored)
+}
+
+impl PreparedAttention {
+    pub fn new(gpu: &Gpu, c: &AttentionConfig) -> Result<PreparedAttention> {
+        c.validate()?;
+        let mut rng = rand::rng();
+        let layout = layout_of(c, rng.random());
+        let splits = c.num_splits(gpu.info().sms);
+        let (kvh, d) = (c.kv_heads, c.head_dim);
+        let pool = layout.pool_elements(kvh, d);
+        let scales: Vec<f32> = (0..kvh)
+            .map(|h| super::fp8_scale(c.kv_dtype, h, c.per_head_scales))
+            .collect();
+        // The kv head of pool element i: pools are [page][kv_head][page_size][dim].
+        let head_of = |i: usize| (i / (layout.page_size * d)) % kvh;
+        let (k_bytes, k_pool) = random_stored(&mut rng, pool, c.kv_dtype, |i| scales[head_of(i)]);
+        let (mut v_bytes, mut v_pool) =
+            random_stored(&mut rng, pool, c.kv_dtype, |i| scales[head_of(i)]);
+        let rows = c.batch * c.q_len * c.q_heads;
+        let (mut q_bytes, mut q) = random_stored(&mut rng, rows * d, c.q_dtype, |_| 1.0);
+        if c.index_data {
+            q.fill(0.0);
+            q_bytes.fill(0); // +0.0 in bf16 and fp16
+            let e = c.kv_dtype;
+            for (b, &ctx) in layout.context_lens.iter().enumerate() {
+                for t in 0..ctx as usize {
+                    for (h, scale) in scales.iter().enumerate() {
+                        for dd in 0..d {
+                            let i = layout.index(b, t, h, kvh, d, dd);
+                            let stored = if t % d == dd { 1.0 / scale } else { 0.0 };
+                            let mut enc = Vec::with_capacity(2);
+                            e.encode_into(stored, &mut enc);
+                            v_bytes[i * e.bytes()..(i + 1) * e.bytes()].copy_from_slice(&enc);
+                            v_pool[i] = stored;
+                        }
+                    }
+                }
+            }
+        }
+        let new_elements = c.batch * c.q_len * kvh * d;
+        let (k_new_bytes, k_new_host) = random_stored(&mut rng, new_elements, c.q_dtype, |_| 1.0);
+        let (v_new_bytes, v_new_host) = random_stored(&mut rng, new_elements, c.q_dtype, |_| 1.0);
+
+        let mut variants = Vec::new();
+        let load = |name: String, variants: &mut Vec<Variant>| -> Option<Kernel> {
+            match gpu.kernel(&name) {
+                Ok(k) => {
+                    variants.push(Variant {
+                        kernel: name,
+                        provider: Provider::Roofbench,
+                        unavailable: None,
+                    });
+                    Some(k)
+                }
+                Err(e) => {
+                    variants.push(Variant {
+                        kernel: name,
+                        provider: Provider::Roofbench,
+                        unavailable: Some(e.to_string()),
+                    });
+                    None
+                }
+            }
+        };
+        let decode = load(decode_kernel_name(c), &mut variants);
+        // The tile ring needs more than the default 48 KiB of shared memory.
+        if let Some(k) = &decode {
+            if let Err(e) = k.allow_dynamic_shared(DECODE_SMEM) {
+                variants[0].unavailable = Some(format!(
+                    "needs {DECODE_SMEM} B of shared memory per block: {e}"
+                ));
+            }
+        }
+        let merge = gpu.kernel(&merge_kernel_name(c));
+        let decode = match (decode, merge) {
+            (Some(_), _) if variants[0].unavailable.is_some() => None,
+            (Some(d), Ok(m)) => Some((d, m)),
+            (Some(_), Err(e)) => {
+                variants[0].unavailable = Some(e.to_string());
+                None
+            }
+            _ => None,
+        };
+        let append = load(append_kernel_name(c), &mut variants);
+
+        let prepared = PreparedAttention {
+            q: gpu.upload(&q_bytes)?,
+            k_pool: gpu.upload(&k_bytes)?,
+            v_pool: gpu.upload(&v_bytes)?,
+            block_tables: gpu.upload(&layout.block_tables)?,
+            context_lens: gpu.upload(&layout.context_lens)?,
+            k_scales: gpu.upload(&scales)?,
+            v_scales: gpu.upload(&scales)?,
+            o_partial: gpu.alloc(splits * rows * d)?,
+            lse_partial: gpu.alloc(splits * rows)?,
+            out: gpu.alloc(rows * d * c.q_dtype.bytes())?,
+            k_new: gpu.upload(&k_new_bytes)?,
+            v_new: gpu.upload(&v_new_bytes)?,
+            host: HostInputs {
+                q,
+                k_pool,
+                v_pool,
+                k_scales: scales.clone(),
+                v_scales: scales,
+            },
+            k_bytes,
+            v_bytes,
+            k_new_host,
+            v_new_host,
+            config: c.clone(),
+            layout,
+            splits,
+            variants,
+            decode,
+            append,
+        };
+        gpu.synchronize()?;
+        Ok(prepared)
+    }
+
+    fn launch_decode(&self, gpu: &Gpu) -> GpuResult<()> {
+        let Some((decode, merge)) = &self.decode else {
+            unreachable!("unavailable variants are not launched")
+        };
+        let c = &self.config;
+        let (max_pages, scale_stride) = (
+            self.layout.max_pages_per_seq as i32,
+            i32::from(c.per_head_scales),
+        );
+        let (q_len, q_heads, kv_heads, head_dim) = (
+            c.q_len as i32,
+            c.q_heads as i32,
+            c.kv_heads as i32,
+            c.head_dim as i32,
+        );
+        let (page_size, splits, window) = (
+            self.layout.page_size as i32,
+            self.splits as i32,
+            c.window as i32,
+        );
+        let (softmax_scale, softcap) = (c.softmax_scale(), c.softcap);
+        let mut launch = gpu.launch(decode);
+        launch
+            .buffer(&self.q)
+            .buffer(&self.k_pool)
+            .buffer(&self.v_pool)
+            .buffer(&self.block_tables)
+            .value(&max_pages)
+            .buffer(&self.context_lens)
+            .buffer(&self.k_scales)
+            .buffer(&self.v_scales)
+            .value(&scale_stride)
+            .buffer(&self.o_partial)
+            .buffer(&self.lse_partial)
+            .value(&q_len)
+            .value(&q_heads)
+            .value(&kv_heads)
+            .value(&head_dim)
+            .value(&page_size)
+            .value(&splits)
+            .value(&softmax_scale)
+            .value(&softcap)
+            .value(&window);
+        // Grid (splits, kv heads, batch): fixed by the maxima, so the pair captures into a graph.
+        // SAFETY: arguments follow the paged_decode signature; buffers are sized by `new`.
+        unsafe {
+            launch.run_3d(
+                (self.splits as u32, c.kv_heads as u32, c.batch as u32),
+                DECODE_BLOCK,
+                DECODE_SMEM,
+            )?
+        };
+        let batch = c.batch as i32;
+        let mut launch = gpu.launch(merge);
+        launch
+            .buffer(&self.o_partial)
+            .buffer(&self.lse_partial)
+            .buffer(&self.out)
+            .value(&batch)
+            .value(&q_len)
+            .value(&q_heads)
+            .value(&head_dim)
+            .value(&splits);
+        // SAFETY: merge signature; grid (q_len * q_heads, batch).
+        unsafe {
+            launch.run_3d(
+                ((c.q_len * c.q_heads) as u32, c.batch as u32, 1),
+                MERGE_BLOCK,
+                0,
+            )
+        }
+    }
+
+    fn launch_append(&self, gpu: &Gpu) -> GpuResult<()> {
+        let Some(append) = &self.append else {
+            unreachable!("unavailable variants are not launched")
+        };
+        let c = &self.config;
+        let (max_pages, scale_stride) = (
+            self.layout.max_pages_per_seq as i32,
+            i32::from(c.per_head_scales),
+        );
+        let (q_len, kv_heads, head_dim, page_size) = (
+            c.q_len as i32,
+            c.kv_heads as i32,
+            c.head_dim as i32,
+            self.layout.page_size as i32,
+        );
+        let mut launch = gpu.launch(append);
+        launch
+            .buffer(&self.k_new)
+            .buffer(&self.v_new)
+            .buffer(&self.k_pool)
+            .buffer(&self.v_pool)
+            .buffer(&self.block_tables)
+            .value(&max_pages)
+            .buffer(&self.context_lens)
+            .buffer(&self.k_scales)
+            .buffer(&self.v_scales)
+            .value(&scale_stride)
+            .value(&q_len)
+            .value(&kv_heads)
+            .value(&head_dim)
+            .value(&page_size);
+        // SAFETY: paged_append signature; grid (q_len * kv_heads, batch).
+        unsafe {
+            launch.run_3d(
+                ((c.q_len * c.kv_heads) as u32, c.batch as u32, 1),
+                APPEND_BLOCK,
+                0,
+            )
+        }
+    }
+
+    fn verify_decode(&mut self, gpu: &Gpu) -> Result<Check> {
+        for buf in [&mut self.o_partial, &mut self.lse_partial] {
+            gpu.memset_u32(buf, 0xffff_ffff)?;
+        }
+        gpu.memset_u32(&mut self.out, 0xffff_ffff)?; // NaN in bf16 and fp16
+        self.launch_decode(gpu)?;
+        let got = self.config.q_dtype.decode_all(&gpu.download(&self.out)?);
+        let rows = decode_reference(&self.config, &self.layout, &self.host);
+        // The kernels compute in the KV type for 16-bit caches (queries are rounded to it once)
+        // and in the query type for FP8 caches (FP8 widens exactly); the output is the q type.
+        let c = &self.config;
+        let u_out = c.q_dtype.unit_roundoff();
+        let u_compute = match c.kv_dtype {
+            Element::Bf16 | Element::Fp16 => u_out.max(c.kv_dtype.unit_roundoff()),
+            _ => u_out,
+        };
+        let d = c.head_dim;
+        let (mut err2, mut ref2, mut failures, mut first) = (0f64, 0f64, 0usize, None);
+        for (r, row) in rows.iter().enumerate() {
+            for dd in 0..d {
+                let (g, want) = (f64::from(got[r * d + dd]), row.out[dd]);
+                let err = (g - want).abs();
+                err2 += err * err;
+                ref2 += want * want;
+                // NaN (an unwritten element) fails too: it is not within any bound.
+                let within = err <= tolerance(row, dd, u_out, u_compute);
+                if !within {
+                    failures += 1;
+                    first.get_or_insert(format!("row {r} element {dd}: got {g}, want {want}"));
+                }
+            }
+        }
+        let rel = (err2 / ref2.max(f64::MIN_POSITIVE)).sqrt();
+        Ok(Check {
+            passed: failures == 0,
+            max_rel_err: rel,
+            detail: match first {
+                None => format!(
+                    "{} rows within the format-derived bound; ‖err‖/‖ref‖ = {rel:.2e}",
+                    rows.len()
+                ),
+                Some(f) => format!("{failures} elements outside the bound; first {f}"),
+            },
+        })
+    }
+
+    /// Appends the new tokens, compares every written slot with the CPU's encoding, then restores
+    /// the pools so decode checks keep their reference.
+    fn verify_append(&mut self, gpu: &Gpu) -> Result<Check> {
+        let c = self.config.clone();
+        self.launch_append(gpu)?;
+        let (k, v) = (gpu.download(&self.k_pool)?, gpu.download(&self.v_pool)?);
+        let e = c.kv_dtype;
+        let mut mismatches = Vec::new();
+        for b in 0..c.batch {
+            let ctx = self.layout.context_lens[b] as usize;
+            for i in 0..c.q_len {
+                for h in 0..c.kv_heads {
+                    for dd in 0..c.head_dim {
+                        let src = ((b * c.q_len + i) * c.kv_heads + h) * c.head_dim + dd;
+                        let slot =
+                            self.layout
+                                .index(b, ctx - c.q_len + i, h, c.kv_heads, c.head_dim, dd)
+                                * e.bytes();
+                        for (pool, new, scales) in [
+                            (&k, &self.k_new_host, &self.host.k_scales),
+                            (&v, &self.v_new_host, &self.host.v_scales),
+                        ] {
+                            let mut want = Vec::new();
+                            e.encode_into(new[src] / scales[h], &mut want);
+                            if pool[slot..slot + e.bytes()] != want[..] {
+                                mismatches.push(format!("seq {b} token {i} head {h} dim {dd}"));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        gpu.write(&mut self.k_pool, &self.k_bytes)?;
+        gpu.write(&mut self.v_pool, &self.v_bytes)?;
+        gpu.synchronize()?;
+        let written = 2 * c.batch * c.q_len * c.kv_heads * c.head_dim;
+        Ok(Check {
+            passed: mismatches.is_empty(),
+            max_rel_err: if mismatches.is_empty() { 0.0 } else { 1.0 },
+            detail: match mismatches.first() {
+                None => format!("{written} K/V elements written exactly as the CPU encodes them"),
+                Some(m) => format!(
+                    "{} of {written} elements differ; first at {m}",
+                    mismatches.len()
+                ),
+            },
+        })
+    }
+}
+
+impl Prepared for PreparedAttention {
+    fn variants(&self) -> &[Variant] {
+        &self.variants
+    }
+
+    fn launch(&mut self, gpu: &Gpu, variant: usize) -> GpuResult<()> {
+        if variant == 0 {
+            self.launch_decode(gpu)
+        } else {
+            self.launch_append(gpu)
+        }
+    }
+
+    fn verify(&mut self, gpu: &Gpu, variant: usize) -> Result<Check> {
+        if variant == 0 {
+            self.verify_decode(gpu).context("decode")
+        } else {
+            self.verify_append(gpu).context("append")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_names_follow_the_case() {
+        let c = AttentionConfig::parse("kv=e4m3,q=fp16,d=80").unwrap();
+        assert_eq!(decode_kernel_name(&c), "paged_decode_e4m3_fp16_dany");
+        assert_eq!(merge_kernel_name(&c), "paged_decode_merge_fp16");
+        assert_eq!(append_kernel_name(&c), "paged_append_e4m3_fp16");
+        let names = all_kernel_names();
+        assert_eq!(names.len(), 2 * (1 + 4 * (1 + 6)));
+        assert!(names.contains(&decode_kernel_name(&c)));
+    }
+
+    #[test]
+    fn stored_values_are_what_the_format_holds() {
+        let mut rng = rand::rng();
+        let (bytes, stored) = random_stored(&mut rng, 100, Element::E4m3, |_| 0.125);
+        assert_eq!(Element::E4m3.decode_all(&bytes), stored);
+        assert!(stored.iter().all(|v| v.abs() <= 8.0));
+    }
+}
