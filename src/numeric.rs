@@ -62,15 +62,28 @@ impl Element {
         2f64.powi(-significand_bits)
     }
 
-    /// Appends the encoding of `v` (rounded to nearest even, saturating FP8 to its finite range).
-    pub fn encode_into(self, v: f32, out: &mut Vec<u8>) {
+    /// Writes the encoding of `v` (rounded to nearest even, saturating FP8 to its finite range)
+    /// into `dst`, exactly `self.bytes()` long.
+    pub fn encode_to(self, v: f32, dst: &mut [u8]) {
         match self {
-            Element::F32 => out.extend_from_slice(&v.to_le_bytes()),
-            Element::Bf16 => out.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
-            Element::Fp16 => out.extend_from_slice(&half::f16::from_f32(v).to_le_bytes()),
-            Element::E4m3 => out.push(float8::F8E4M3::from_f32(v).to_bits()),
-            Element::E5m2 => out.push(float8::F8E5M2::from_f32(v).to_bits()),
+            Element::F32 => dst.copy_from_slice(&v.to_le_bytes()),
+            Element::Bf16 => dst.copy_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
+            Element::Fp16 => dst.copy_from_slice(&half::f16::from_f32(v).to_le_bytes()),
+            Element::E4m3 => dst[0] = float8::F8E4M3::from_f32(v).to_bits(),
+            Element::E5m2 => dst[0] = float8::F8E5M2::from_f32(v).to_bits(),
         }
+    }
+
+    /// Appends the encoding of `v`.
+    pub fn encode_into(self, v: f32, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.resize(start + self.bytes(), 0);
+        self.encode_to(v, &mut out[start..]);
+    }
+
+    /// The value of element `i` of an encoded tensor.
+    pub fn decode_at(self, bytes: &[u8], i: usize) -> f32 {
+        self.decode(&bytes[i * self.bytes()..(i + 1) * self.bytes()])
     }
 
     /// Encodes every value.

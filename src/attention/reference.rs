@@ -5,13 +5,16 @@ use rayon::prelude::*;
 
 use super::config::AttentionConfig;
 use super::layout::PagedLayout;
+use crate::numeric::Element;
 
-/// Host copies of the device inputs, decoded to f32 (pools unscaled, as stored).
+/// Host copies of the device inputs: q decoded, the pools as stored bytes (decoded when read:
+/// the largest cases hold tens of GB of KV, and only sampled rows are checked).
 pub struct HostInputs {
     /// `[batch][q_len][q_heads][head_dim]`.
     pub q: Vec<f32>,
-    pub k_pool: Vec<f32>,
-    pub v_pool: Vec<f32>,
+    pub kv_format: Element,
+    pub k_pool: Vec<u8>,
+    pub v_pool: Vec<u8>,
     /// One per kv head (per-tensor scales repeat the same value).
     pub k_scales: Vec<f32>,
     pub v_scales: Vec<f32>,
@@ -30,18 +33,19 @@ pub struct RowReference {
     pub max_abs_dot: f64,
 }
 
-/// The reference of every output row, `[batch][q_len][q_heads]`.
+/// The reference of the output rows `rows` (row r = (b * q_len + i) * q_heads + h).
 pub fn decode_reference(
     c: &AttentionConfig,
     layout: &PagedLayout,
     x: &HostInputs,
+    rows: &[usize],
 ) -> Vec<RowReference> {
     let (qh, d, group) = (c.q_heads, c.head_dim, c.group());
-    let rows: Vec<(usize, usize, usize)> = (0..c.batch)
-        .flat_map(|b| (0..c.q_len).flat_map(move |i| (0..qh).map(move |h| (b, i, h))))
-        .collect();
+    let k_at = |i| x.kv_format.decode_at(&x.k_pool, i);
+    let v_at = |i| x.kv_format.decode_at(&x.v_pool, i);
     rows.par_iter()
-        .map(|&(b, i, h)| {
+        .map(|&r| {
+            let (b, i, h) = (r / (qh * c.q_len), (r / qh) % c.q_len, r % qh);
             let kvh = h / group;
             let ctx = layout.context_lens[b] as usize;
             let q = &x.q[((b * c.q_len + i) * qh + h) * d..][..d];
@@ -54,8 +58,7 @@ pub fn decode_reference(
                 .map(|j| {
                     let (mut dot, mut abs) = (0f64, 0f64);
                     for (dd, &qd) in q.iter().enumerate() {
-                        let k =
-                            f64::from(x.k_pool[layout.index(b, j, kvh, c.kv_heads, d, dd)]) * ks;
+                        let k = f64::from(k_at(layout.index(b, j, kvh, c.kv_heads, d, dd))) * ks;
                         dot += f64::from(qd) * k;
                         abs += (f64::from(qd) * k).abs();
                     }
@@ -77,7 +80,7 @@ pub fn decode_reference(
             for (w, j) in weights.iter().zip(keys) {
                 let p = w / sum;
                 for dd in 0..d {
-                    let v = f64::from(x.v_pool[layout.index(b, j, kvh, c.kv_heads, d, dd)]) * vs;
+                    let v = f64::from(v_at(layout.index(b, j, kvh, c.kv_heads, d, dd))) * vs;
                     out[dd] += p * v;
                     abs_weighted[dd] += p * v.abs();
                 }
@@ -128,8 +131,9 @@ mod tests {
         }
         HostInputs {
             q: vec![0.0; c.batch * c.q_len * c.q_heads * c.head_dim],
-            k_pool: vec![0.5; n],
-            v_pool,
+            kv_format: Element::F32,
+            k_pool: Element::F32.encode(&vec![0.5; n]),
+            v_pool: Element::F32.encode(&v_pool),
             k_scales: vec![1.0; c.kv_heads],
             v_scales: vec![2.0; c.kv_heads],
         }
@@ -150,7 +154,8 @@ mod tests {
         };
         let layout = PagedLayout::paged(&c.context_lens(), 4, 3);
         let x = inputs(&c, &layout, |t, _| t as f32);
-        let rows = decode_reference(&c, &layout, &x);
+        let all: Vec<usize> = (0..c.batch * c.q_len * c.q_heads).collect();
+        let rows = decode_reference(&c, &layout, &x, &all);
         // Sequence 1 (ctx 20), query 2 at position 19, window 5: keys 15..=19, mean 17, x2 scale.
         let r = &rows[(c.q_len + 2) * c.q_heads];
         assert!((r.out[0] - 34.0).abs() < 1e-12, "{}", r.out[0]);
@@ -172,7 +177,7 @@ mod tests {
         let layout = PagedLayout::paged(&c.context_lens(), 16, 1);
         let mut x = inputs(&c, &layout, |t, _| t as f32);
         x.q = vec![50.0; 16];
-        let rows = decode_reference(&c, &layout, &x);
+        let rows = decode_reference(&c, &layout, &x, &[0]);
         assert!(rows[0].max_abs_score <= 2.0);
         // Capped scores 2·tanh(·) all near 2: nearly uniform weights.
         assert!((rows[0].out[0] - 3.0).abs() < 0.1);

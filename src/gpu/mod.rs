@@ -238,25 +238,50 @@ impl Gpu {
 
     /// Copies `data` into the start of `buf`.
     pub fn write<T: DeviceRepr>(&self, buf: &mut Buffer<T>, data: &[T]) -> GpuResult<()> {
+        self.write_at(buf, 0, data)
+    }
+
+    /// Copies `data` into `buf` from element `offset` on.
+    pub fn write_at<T: DeviceRepr>(
+        &self,
+        buf: &mut Buffer<T>,
+        offset: usize,
+        data: &[T],
+    ) -> GpuResult<()> {
         assert!(
-            data.len() <= buf.len,
-            "write of {} into {} elements",
+            offset + data.len() <= buf.len,
+            "write of {}+{} into {} elements",
+            offset,
             data.len(),
             buf.len
         );
         if data.is_empty() {
             return Ok(());
         }
-        let mut view = buf.slice.slice_mut(..data.len());
+        let mut view = buf.slice.slice_mut(offset..offset + data.len());
         self.stream.memcpy_htod(data, &mut view).ctx("cuMemcpyHtoD")
     }
 
     /// Host copy of `buf` (waits for the stream).
     pub fn download<T: DeviceRepr + Default + Clone>(&self, buf: &Buffer<T>) -> GpuResult<Vec<T>> {
-        let mut host = vec![T::default(); buf.len];
-        if buf.len > 0 {
+        self.download_range(buf, 0..buf.len)
+    }
+
+    /// Host copy of elements `range` of `buf` (waits for the stream).
+    pub fn download_range<T: DeviceRepr + Default + Clone>(
+        &self,
+        buf: &Buffer<T>,
+        range: std::ops::Range<usize>,
+    ) -> GpuResult<Vec<T>> {
+        assert!(
+            range.end <= buf.len,
+            "download of {range:?} from {} elements",
+            buf.len
+        );
+        let mut host = vec![T::default(); range.len()];
+        if !range.is_empty() {
             self.stream
-                .memcpy_dtoh(&buf.slice.slice(..buf.len), &mut host)
+                .memcpy_dtoh(&buf.slice.slice(range), &mut host)
                 .ctx("cuMemcpyDtoH")?;
         }
         self.synchronize()?;
