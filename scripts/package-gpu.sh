@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # Builds everything a GPU node without Rust needs into dist/gpu/ (git-ignored):
 #   bin/roofbench, tests/<name> (test executables), benches/<name>, run-all.sh
-# Copy dist/gpu to the node (or name `dist` in the device tool's carry) and run dist/gpu/run-all.sh.
+# Copy dist/gpu (or dist/gpu.tar.xz) to the node and run gpu/run-all.sh. With the device tool:
+#   carry ["dist/gpu.tar.xz"], command "tar xJf dist/gpu.tar.xz -C /tmp && OUT=$OUT /tmp/gpu/run-all.sh"
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/install-cuda.sh
 export ROOFBENCH_REQUIRE_KERNELS=1
 dist=dist/gpu
-rm -rf "$dist" && mkdir -p "$dist/bin" "$dist/tests" "$dist/benches"
+rm -rf "$dist" dist/gpu.tar.xz && mkdir -p "$dist/bin" "$dist/tests" "$dist/benches"
 
 cargo build --release --locked --bins
 cp target/release/roofbench "$dist/bin/"
-strip --strip-debug "$dist/bin/roofbench"   # the device tool carries at most 64 MiB
+strip --strip-all "$dist/bin/roofbench"   # the device tool carries at most 64 MiB
 
 # Executable paths from cargo's JSON messages; copied under stable names (no hash suffix).
 collect() {  # $1: destination folder, $2: target kinds to keep (comma-separated); stdin: cargo JSON
@@ -28,11 +29,13 @@ for line in sys.stdin:
     if msg.get("reason") != "compiler-artifact" or not exe:
         continue
     kind, name = msg["target"]["kind"][0], msg["target"]["name"]
-    # Test runs also build the CLI itself (for CARGO_BIN_EXE_*): keep only test harnesses.
-    if kind in kinds and (kind == "bench" or msg["profile"]["test"]):
+    # Only harnesses with GPU tests travel (the CPU-only ones ran here; every executable embeds
+    # all kernels, so each one costs megabytes of the carry limit).
+    gpu_tests = kind == "lib" or (kind == "test" and name.startswith("gpu_"))
+    if kind in kinds and (kind == "bench" or (msg["profile"]["test"] and gpu_tests)):
         name = kind + "-" + name if kind in ("lib", "bin") else name
         shutil.copy2(exe, os.path.join(dest, name))
-        subprocess.run(["strip", "--strip-debug", os.path.join(dest, name)], check=True)
+        subprocess.run(["strip", "--strip-all", os.path.join(dest, name)], check=True)
         print("  " + os.path.join(dest, name))
 ' "$1" "$2"
 }
@@ -75,5 +78,9 @@ echo "run-all: exit $status (outputs in $out)"
 exit $status
 RUN
 chmod +x "$dist/run-all.sh"
-echo "packaged into $dist; ldd of the CLI (should be libc, libm, libgcc_s only):"
+# One compressed archive for the device tool's carry (64 MiB at most): every executable embeds
+# every kernel, so the folder itself is larger. On the node: tar xJf dist/gpu.tar.xz -C DIR.
+tar -C dist -cJf dist/gpu.tar.xz gpu
+echo "packaged into $dist ($(du -sh "$dist" | cut -f1)) and dist/gpu.tar.xz ($(du -h dist/gpu.tar.xz | cut -f1))"
+echo "ldd of the CLI (should be libc, libm, libgcc_s only):"
 ldd "$dist/bin/roofbench" | sed 's/^/  /'
