@@ -21,7 +21,14 @@ const TARGETS: &[&str] = &["sm_80", "sm_86", "sm_89", "sm_90a", "sm_100a"];
 const PTX_TARGET: &str = "compute_80";
 /// `-Xfatbin=-compress-all`: the driver decompresses at module load; embedded kernels shrink
 /// about 7x, which keeps every test and bench executable small enough to ship to a GPU node.
-const NVCC_FLAGS: &[&str] = &["-std=c++17", "-O3", "-lineinfo", "-Xfatbin=-compress-all", "-Xptxas", "-v"];
+const NVCC_FLAGS: &[&str] = &[
+    "-std=c++17",
+    "-O3",
+    "-lineinfo",
+    "-Xfatbin=-compress-all",
+    "-Xptxas",
+    "-v",
+];
 const TARGETS_DIRECTIVE: &str = "// roofbench-targets:";
 
 fn main() {

@@ -5,7 +5,7 @@
 use roofbench::attention::{AttentionConfig, AttentionSuite};
 use roofbench::gpu::Gpu;
 use roofbench::measure::{Harness, MeasureConfig, Mode};
-use roofbench::suite::{Case, Suite};
+use roofbench::suite::{self, Case, Suite, VerifyOutcome};
 
 fn gpu() -> Gpu {
     Gpu::open(0).expect("these tests need a CUDA GPU")
@@ -15,18 +15,12 @@ fn gpu() -> Gpu {
 #[ignore = "needs a CUDA GPU"]
 fn every_attention_kernel_matches_the_cpu_reference() {
     let gpu = gpu();
-    let mut failures = Vec::new();
-    for case in AttentionSuite.verify_cases() {
-        let mut prepared = case.prepare(&gpu).expect("prepare");
-        for (i, v) in prepared.variants().to_vec().iter().enumerate() {
-            assert!(v.unavailable.is_none(), "{}: {:?}", v.kernel, v.unavailable);
-            let check = prepared.verify(&gpu, i).expect("verify");
-            if !check.passed {
-                failures.push(format!("{} {}: {}", case.name(), v.kernel, check.detail));
-            }
-        }
-    }
-    assert!(failures.is_empty(), "{failures:#?}");
+    let rows = suite::verify(&gpu, &[(&AttentionSuite, AttentionSuite.verify_cases())]);
+    let bad: Vec<_> = rows
+        .iter()
+        .filter(|r| r.outcome != VerifyOutcome::Pass)
+        .collect();
+    assert!(bad.is_empty(), "{bad:#?}");
 }
 
 #[test]

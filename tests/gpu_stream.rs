@@ -5,7 +5,7 @@
 use roofbench::gpu::{Gpu, GpuError};
 use roofbench::measure::{Harness, MeasureConfig, Mode};
 use roofbench::stream::{StreamCase, StreamOp, StreamSuite};
-use roofbench::suite::{Case, Suite};
+use roofbench::suite::{self, Case, Suite, VerifyOutcome};
 
 fn gpu() -> Gpu {
     Gpu::open(0).expect("these tests need a CUDA GPU")
@@ -23,26 +23,16 @@ fn every_stream_kernel_matches_the_cpu_on_odd_and_large_sizes() {
             cases.push(Box::new(StreamCase { op, elements }));
         }
     }
-    let mut failures = Vec::new();
-    for case in &cases {
-        let mut prepared = case.prepare(&gpu).expect("prepare");
-        for (i, v) in prepared.variants().to_vec().iter().enumerate() {
-            assert!(
-                v.unavailable.is_none(),
-                "{} unavailable on this GPU: {:?}",
-                v.kernel,
-                v.unavailable
-            );
-            // Twice: fresh poison each time; a race would show as a result that moves.
-            for _ in 0..2 {
-                let check = prepared.verify(&gpu, i).expect("verify");
-                if !check.passed {
-                    failures.push(format!("{} {}: {}", case.name(), v.kernel, check.detail));
-                }
-            }
-        }
+    // Twice, fresh inputs and poison each time: a race would show as a result that moves.
+    let plan = [(&StreamSuite as &dyn Suite, cases)];
+    for _ in 0..2 {
+        let rows = suite::verify(&gpu, &plan);
+        let bad: Vec<_> = rows
+            .iter()
+            .filter(|r| r.outcome != VerifyOutcome::Pass)
+            .collect();
+        assert!(bad.is_empty(), "{bad:#?}");
     }
-    assert!(failures.is_empty(), "{failures:#?}");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use super::config::{AttentionConfig, FAST_HEAD_DIMS};
 use super::layout::PagedLayout;
 use super::reference::{decode_reference, tolerance, HostInputs};
-use crate::gpu::{Buffer, Gpu, GpuResult, Kernel};
+use crate::gpu::{Buffer, Gpu, GpuResult, Kernel, Launch};
 use crate::numeric::Element;
 use crate::suite::{Check, Prepared, Provider, Variant};
 
@@ -83,6 +83,9 @@ pub fn device_bytes(c: &AttentionConfig) -> u64 {
 
 pub struct PreparedAttention {
     config: AttentionConfig,
+    /// Kernel arguments derived once: `max_pages_per_seq` and 1 for per-kv-head scales.
+    max_pages: i32,
+    scale_stride: i32,
     layout: PagedLayout,
     splits: usize,
     /// The uploaded inputs (the pools as bytes: append tests restore the slots they overwrite).
@@ -231,6 +234,8 @@ impl PreparedAttention {
                 k_scales: scales.clone(),
                 v_scales: scales,
             },
+            max_pages: layout.max_pages_per_seq as i32,
+            scale_stride: i32::from(c.per_head_scales),
             config: c.clone(),
             layout,
             splits,
@@ -247,10 +252,6 @@ impl PreparedAttention {
             unreachable!("unavailable variants are not launched")
         };
         let c = &self.config;
-        let (max_pages, scale_stride) = (
-            self.layout.max_pages_per_seq as i32,
-            i32::from(c.per_head_scales),
-        );
         let (q_len, q_heads, kv_heads, head_dim) = (
             c.q_len as i32,
             c.q_heads as i32,
@@ -267,13 +268,9 @@ impl PreparedAttention {
         launch
             .buffer(&self.q)
             .buffer(&self.k_pool)
-            .buffer(&self.v_pool)
-            .buffer(&self.block_tables)
-            .value(&max_pages)
-            .buffer(&self.context_lens)
-            .buffer(&self.k_scales)
-            .buffer(&self.v_scales)
-            .value(&scale_stride)
+            .buffer(&self.v_pool);
+        self.push_page_arguments(&mut launch);
+        launch
             .buffer(&self.o_partial)
             .buffer(&self.lse_partial)
             .value(&q_len)
@@ -320,10 +317,6 @@ impl PreparedAttention {
             unreachable!("unavailable variants are not launched")
         };
         let c = &self.config;
-        let (max_pages, scale_stride) = (
-            self.layout.max_pages_per_seq as i32,
-            i32::from(c.per_head_scales),
-        );
         let (q_len, kv_heads, head_dim, page_size) = (
             c.q_len as i32,
             c.kv_heads as i32,
@@ -335,13 +328,9 @@ impl PreparedAttention {
             .buffer(&self.k_new)
             .buffer(&self.v_new)
             .buffer(&self.k_pool)
-            .buffer(&self.v_pool)
-            .buffer(&self.block_tables)
-            .value(&max_pages)
-            .buffer(&self.context_lens)
-            .buffer(&self.k_scales)
-            .buffer(&self.v_scales)
-            .value(&scale_stride)
+            .buffer(&self.v_pool);
+        self.push_page_arguments(&mut launch);
+        launch
             .value(&q_len)
             .value(&kv_heads)
             .value(&head_dim)
@@ -480,6 +469,19 @@ fn rows_to_check(c: &AttentionConfig) -> Vec<usize> {
     picked.sort_unstable();
     picked.dedup();
     picked
+}
+
+impl PreparedAttention {
+    /// The page-table arguments decode and append both take, in their order.
+    fn push_page_arguments<'a>(&'a self, launch: &mut Launch<'a>) {
+        launch
+            .buffer(&self.block_tables)
+            .value(&self.max_pages)
+            .buffer(&self.context_lens)
+            .buffer(&self.k_scales)
+            .buffer(&self.v_scales)
+            .value(&self.scale_stride);
+    }
 }
 
 impl Prepared for PreparedAttention {
