@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod gpu;
+pub mod kv_evict;
 pub mod measure;
 pub mod numeric;
 pub mod predict;
