@@ -1,7 +1,8 @@
 //! CPU block manager of a paged KV cache, the way vLLM's block manager works: which device block
 //! holds which tokens of which sequence, shared prefixes, copy-on-write, prefix caching, LRU
-//! eviction and preemption. It is a pure data structure: operations return plans ([`CopyBlock`],
-//! [`SwapPlan`]) that the GPU side executes as batched copies.
+//! eviction, preemption and token-level compaction. It is a pure data structure: operations return
+//! plans ([`CopyBlock`], [`SwapPlan`], [`CompactPlan`]) that the GPU side executes as batched
+//! copies.
 //!
 //! # States of a block
 //!
@@ -25,8 +26,9 @@
 //! to it matches, not just its own tokens; chaining makes equal hashes mean equal prefixes at the
 //! cost of one lookup per block. Hashes are 64-bit (std's `DefaultHasher`) and live only in this
 //! process; a collision becomes likely only around 2^32 distinct blocks. Partial blocks are never
-//! hashed, their content still changes. A prompt lookup stops at the first miss: the caller computes every token after the
-//! cached prefix anyway. When a block fills with a hash that another block already has (two
+//! hashed, their content still changes; nor are the blocks of a compacted sequence (see
+//! *Compaction*). A prompt lookup stops at the first miss: the caller computes every token after
+//! the cached prefix anyway. When a block fills with a hash that another block already has (two
 //! sequences generated the same tokens), the registered block stays registered and the newcomer
 //! keeps its hash only to chain the next one; it is cached on release only if the hash is then
 //! unregistered, and goes to the free list otherwise.
@@ -60,6 +62,44 @@
 //! - **Recompute**: [`BlockManager::drop_for_recompute`] releases the blocks and keeps the token
 //!   ids; [`BlockManager::resume`] allocates again like [`BlockManager::add_sequence`], and prefix
 //!   hits (often the sequence's own blocks, still cached) shorten the recompute.
+//!
+//! # Compaction
+//!
+//! A token-level eviction policy keeps `k` of a sequence's tokens. [`BlockManager::compact`]
+//! allocates `ceil(k / block_size)` fresh blocks, mirrors the kept tokens into them, points the
+//! block table at them and releases the old blocks; the [`CompactPlan`] it returns is the gather
+//! the GPU runs. The fresh blocks are taken while the old ones are still held, since the gather
+//! reads the old blocks while it writes the new ones: compaction needs `ceil(k / block_size)` free
+//! or evictable blocks on top of the sequence's own, although it ends up holding fewer. The old
+//! blocks are then released like a freed sequence's: those that others share (a fork, another
+//! prompt through the prefix cache) stay theirs, and full ones stay cached under their prefix
+//! hash, since their K/V is still that of a prompt.
+//!
+//! A compacted sequence is no longer the prompt made of its token ids: each kept token's K/V was
+//! computed with the full context at its original position, and a token appended later attends
+//! to the kept tokens only. None of its blocks may ever be taken for a prompt's block, so
+//! compaction marks the sequence and its blocks **unhashed**, for good: the fresh blocks, the
+//! blocks it fills later by appending (a hash chained from nothing would equal a real prompt's
+//! first block), its forks and their copies on write, and its host slots through a swap. An
+//! unhashed block is never hashed when it fills, never registered, never cached (released, it
+//! goes to the free list), and swap-in, having no hash to look up, copies it back. The mark is on
+//! the sequence, since a sequence compacted to 0 tokens has no block to carry it, and on each
+//! page, so that copies (copy-on-write, swap) carry it and [`BlockManager::check_invariants`] can
+//! prove that no block is shared between a compacted and an uncompacted sequence.
+//!
+//! The alternative, chaining the compacted blocks' hashes from a per-sequence unique salt, would
+//! keep them hashable; we chose the mark because an unhashed block cannot match a prompt at all,
+//! where a salted hash only makes a match as unlikely as any 64-bit collision, and because salted
+//! blocks would fill the cache with entries no prompt can ever hit. All a salt would win back is
+//! reuse within the sequence's own lineage (swap-in finding its blocks still on the device, forked
+//! beams that fill a block with the same tokens), which saves a copy, never a recompute.
+//!
+//! [`BlockManager::drop_for_recompute`] ends the mark: it keeps token ids only, and
+//! [`BlockManager::resume`] has the caller compute them as a new prompt (positions from 0, each
+//! token attending to the kept tokens before it), so their K/V is again a function of the token
+//! ids: the blocks are hashed, and found in the cache, like any prompt's. That is resume's
+//! contract; a server that recomputed the kept tokens at their original positions would get K/V
+//! that no prefix hash describes, and must not resume a compacted sequence.
 //!
 //! Every operation validates its arguments and checks capacity before it changes anything, so a
 //! failed operation leaves the manager exactly as it was.
@@ -119,6 +159,17 @@ pub enum BlockError {
     NotSwapped(SeqId, Residency),
     #[error("sequence {0} was not dropped for recompute: it is {1}")]
     NotDropped(SeqId, Residency),
+    /// `kept[index]` is not above `kept[index - 1]`, or not below the sequence's token count.
+    #[error(
+        "kept positions of sequence {id} must be strictly increasing and below its {num_tokens} \
+         tokens: kept[{index}] = {position} is not"
+    )]
+    InvalidKept {
+        id: SeqId,
+        index: usize,
+        position: usize,
+        num_tokens: usize,
+    },
 }
 
 /// A device-to-device block copy the caller must run before writing the new token (copy-on-write).
@@ -167,6 +218,23 @@ pub struct AppendOutcome {
     pub copy: Option<CopyBlock>,
 }
 
+/// The gather that [`BlockManager::compact`] leaves to the GPU: token `j` of the compacted
+/// sequence, at slot `j % block_size` of `new_table[j / block_size]`, gets the K/V of old token
+/// `kept[j]`, at slot `kept[j] % block_size` of `old_table[kept[j] / block_size]`.
+///
+/// The two tables share no block, so the gather can run in any order. The manager has already
+/// released the old blocks when it returns the plan, so the caller runs the gather before the K/V
+/// writes of any later operation, as it does a [`SwapPlan`] to the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactPlan {
+    /// The block table before compaction.
+    pub old_table: Vec<u32>,
+    /// The block table after compaction: `ceil(kept.len() / block_size)` fresh blocks.
+    pub new_table: Vec<u32>,
+    /// The old positions of the kept tokens, strictly increasing.
+    pub kept: Vec<usize>,
+}
+
 /// The hash of a full block: chained through the previous block's hash so it names the prefix.
 fn chain_hash(parent: Option<u64>, tokens: &[u32]) -> u64 {
     let mut hasher = DefaultHasher::new();
@@ -175,13 +243,61 @@ fn chain_hash(parent: Option<u64>, tokens: &[u32]) -> u64 {
     hasher.finish()
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What a page's hash chains from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chain {
+    /// The hash of the previous block of the sequence (`None` for the first block): the page is
+    /// hashed when it fills.
+    After(Option<u64>),
+    /// The page belongs to a compacted sequence: never hashed (see the module header).
+    Compacted,
+}
+
+impl Chain {
+    /// The chain of the block after one with this chain and hash.
+    fn next(self, hash: Option<u64>) -> Chain {
+        match self {
+            Chain::After(_) => Chain::After(hash),
+            Chain::Compacted => Chain::Compacted,
+        }
+    }
+
+    /// The first block's chain in a sequence compacted or not.
+    fn first(compacted: bool) -> Chain {
+        if compacted {
+            Chain::Compacted
+        } else {
+            Chain::After(None)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct PageMeta {
     len: usize,
-    /// Set once the page is full.
+    /// Set once the page is full, unless its chain is [`Chain::Compacted`].
     hash: Option<u64>,
-    /// Hash of the previous block of the sequence: what this block's hash chains from.
-    parent: Option<u64>,
+    chain: Chain,
+}
+
+impl Default for PageMeta {
+    fn default() -> Self {
+        PageMeta {
+            len: 0,
+            hash: None,
+            chain: Chain::After(None),
+        }
+    }
+}
+
+impl PageMeta {
+    /// The hash a page with this chain and these (full) tokens gets.
+    fn hash_of(chain: Chain, tokens: &[u32]) -> Option<u64> {
+        match chain {
+            Chain::After(parent) => Some(chain_hash(parent, tokens)),
+            Chain::Compacted => None,
+        }
+    }
 }
 
 /// Token ids mirrored for a pool of pages (device blocks or host slots).
@@ -223,26 +339,26 @@ impl Pages {
         &self.tokens[self.range(page)][..self.meta(page).len]
     }
 
-    /// Sets the page's content; hashes it if it is full.
-    fn fill(&mut self, page: u32, tokens: &[u32], parent: Option<u64>) {
+    /// Sets the page's content; hashes it if it is full and its chain allows.
+    fn fill(&mut self, page: u32, tokens: &[u32], chain: Chain) {
         let range = self.range(page);
         self.tokens[range][..tokens.len()].copy_from_slice(tokens);
-        let hash = (tokens.len() == self.block_size).then(|| chain_hash(parent, tokens));
+        let full = tokens.len() == self.block_size;
         self.meta[page as usize] = PageMeta {
             len: tokens.len(),
-            hash,
-            parent,
+            hash: full.then(|| PageMeta::hash_of(chain, tokens)).flatten(),
+            chain,
         };
     }
 
-    /// Appends a token to a partial page; hashes the page if that fills it.
+    /// Appends a token to a partial page; hashes the page if that fills it and its chain allows.
     fn push(&mut self, page: u32, token: u32) {
-        let PageMeta { len, parent, .. } = self.meta(page);
+        let PageMeta { len, chain, .. } = self.meta(page);
         let start = self.range(page).start;
         self.tokens[start + len] = token;
         self.meta[page as usize].len = len + 1;
         if len + 1 == self.block_size {
-            self.meta[page as usize].hash = Some(chain_hash(parent, self.tokens(page)));
+            self.meta[page as usize].hash = PageMeta::hash_of(chain, self.tokens(page));
         }
     }
 
@@ -267,38 +383,48 @@ impl Pages {
             .collect()
     }
 
-    /// A sequence's pages must be full but the last, chained by hash, and hold `num_tokens`.
-    fn check_sequence(&self, pages: &[u32], num_tokens: usize) -> Result<(), String> {
+    /// A sequence's pages must be full but the last and hold `num_tokens`; chained by hash, or
+    /// all unhashed if the sequence is compacted.
+    fn check_sequence(
+        &self,
+        pages: &[u32],
+        num_tokens: usize,
+        compacted: bool,
+    ) -> Result<(), String> {
         let bs = self.block_size;
         if pages.len() != num_tokens.div_ceil(bs) {
             return Err(format!("{} pages for {num_tokens} tokens", pages.len()));
         }
-        let mut parent = None;
+        let mut chain = Chain::first(compacted);
         for (i, &page) in pages.iter().enumerate() {
             if page as usize >= self.count() {
                 return Err(format!("page {page} out of range"));
             }
             let meta = self.meta(page);
             let want = bs.min(num_tokens - i * bs);
-            if meta.len != want || meta.parent != parent || meta.hash.is_some() != (want == bs) {
+            let hashed = want == bs && !compacted;
+            if meta.len != want || meta.chain != chain || meta.hash.is_some() != hashed {
                 return Err(format!(
-                    "page {page} (entry {i}): {meta:?}, want {want} tokens after {parent:?}"
+                    "page {page} (entry {i}): {meta:?}, want {want} tokens, chain {chain:?}, \
+                     hashed {hashed}"
                 ));
             }
-            parent = meta.hash;
+            chain = chain.next(meta.hash);
         }
         Ok(())
     }
 
+    /// A page's hash, if any, must be that of its chain and its full content: an unhashed
+    /// (compacted) page has none.
     fn check_hash(&self, page: u32) -> Result<(), String> {
         let meta = self.meta(page);
         match meta.hash {
             Some(h)
                 if meta.len != self.block_size
-                    || chain_hash(meta.parent, self.tokens(page)) != h =>
+                    || PageMeta::hash_of(meta.chain, self.tokens(page)) != Some(h) =>
             {
                 Err(format!(
-                    "page {page}: hash {h:#x} does not match its content {meta:?}"
+                    "page {page}: hash {h:#x} does not match its content and chain {meta:?}"
                 ))
             }
             _ => Ok(()),
@@ -327,6 +453,9 @@ enum Place {
 struct Sequence {
     num_tokens: usize,
     place: Place,
+    /// Compacted since it was added or last resumed: its blocks are unhashed. Never set while
+    /// dropped.
+    compacted: bool,
 }
 
 impl Sequence {
@@ -394,6 +523,7 @@ impl BlockManager {
             Sequence {
                 num_tokens: tokens.len(),
                 place: Place::Device(table),
+                compacted: false,
             },
         );
         Ok(Allocation {
@@ -404,9 +534,10 @@ impl BlockManager {
 
     /// Reserves the slot of one more token of a sequence on the device, copying its last block
     /// first if that block is partial and shared. A block that this fills is registered for
-    /// prefix caching.
+    /// prefix caching, unless the sequence is compacted.
     pub fn append_token(&mut self, id: SeqId, token: u32) -> Result<AppendOutcome, BlockError> {
         let (table, num_tokens) = self.device_table(id)?;
+        let compacted = self.seqs[&id].compacted;
         let last = table.last().copied();
         let offset = num_tokens % self.block_size();
         let (block, copy) = match last {
@@ -421,8 +552,11 @@ impl BlockManager {
             _ => {
                 self.ensure_blocks(1, 0)?;
                 let block = self.take_block();
-                let parent = last.and_then(|b| self.device.meta(b).hash);
-                self.device.fill(block, &[], parent);
+                let chain = match last {
+                    Some(b) => self.device.meta(b).chain.next(self.device.meta(b).hash),
+                    None => Chain::first(compacted),
+                };
+                self.device.fill(block, &[], chain);
                 (block, None)
             }
         };
@@ -456,11 +590,13 @@ impl BlockManager {
         for &block in &table {
             self.acquire(block);
         }
+        let compacted = self.seqs[&parent].compacted;
         self.seqs.insert(
             child,
             Sequence {
                 num_tokens,
                 place: Place::Device(table),
+                compacted,
             },
         );
         Ok(())
@@ -503,7 +639,8 @@ impl BlockManager {
     }
 
     /// Brings a swapped-out sequence back to the device. Full blocks whose hash is still on the
-    /// device are shared without a copy; the plan lists the others.
+    /// device are shared without a copy; the plan lists the others (all of a compacted
+    /// sequence's, which are unhashed).
     pub fn swap_in(&mut self, id: SeqId) -> Result<SwapPlan, BlockError> {
         let seq = self.seq(id)?;
         let Place::Host(slots) = &seq.place else {
@@ -548,18 +685,21 @@ impl BlockManager {
         Ok(SwapPlan { direction, pairs })
     }
 
-    /// Releases a sequence's blocks and keeps its token ids, for [`BlockManager::resume`].
+    /// Releases a sequence's blocks and keeps its token ids, for [`BlockManager::resume`]. A
+    /// compacted sequence is no longer compacted: its kept tokens are a prompt to recompute.
     pub fn drop_for_recompute(&mut self, id: SeqId) -> Result<(), BlockError> {
         let (table, _) = self.device_table(id)?;
         let table = table.to_vec();
         let tokens = self.device.gather(&table);
         self.release_all(&table);
         self.set_place(id, Place::Dropped(tokens));
+        self.seqs.get_mut(&id).expect("checked above").compacted = false;
         Ok(())
     }
 
-    /// Allocates blocks again for a dropped sequence; the result says how many of its tokens must
-    /// be recomputed.
+    /// Allocates blocks again for a dropped sequence like [`BlockManager::add_sequence`] does for
+    /// its token ids; the result says how many of its tokens must be recomputed, as a prompt
+    /// (positions from 0), which is what makes the blocks hashable again after a compaction.
     pub fn resume(&mut self, id: SeqId) -> Result<Allocation, BlockError> {
         let seq = self.seqs.get(&id).ok_or(BlockError::UnknownSequence(id))?;
         let Place::Dropped(tokens) = &seq.place else {
@@ -572,6 +712,64 @@ impl BlockManager {
             num_tokens: tokens.len(),
             num_cached_tokens,
         })
+    }
+
+    /// Keeps the tokens of a sequence on the device at positions `kept` (strictly increasing, below
+    /// its token count; empty keeps none) and evicts the others: `kept.len()` tokens in
+    /// `ceil(kept.len() / block_size)` fresh blocks, whose K/V the caller gathers from the old
+    /// blocks with the returned plan. The sequence is compacted from then on: neither these blocks
+    /// nor any it fills later are hashed (see the module header).
+    ///
+    /// The fresh blocks are allocated while the old ones are still held, since the gather reads
+    /// the old blocks while it writes the new ones: this needs `ceil(kept.len() / block_size)` free
+    /// or evictable blocks besides the sequence's own, although its table ends up no longer than
+    /// before. Only then are the old blocks released, the way [`BlockManager::free_sequence`]
+    /// would: blocks that a fork or another prompt shares stay theirs, and full ones, hashed, are
+    /// cached for later prompts. The caller runs the gather before the K/V writes of any later
+    /// operation, which may reuse them.
+    pub fn compact(&mut self, id: SeqId, kept: &[usize]) -> Result<CompactPlan, BlockError> {
+        let (table, num_tokens) = self.device_table(id)?;
+        let mut next = 0;
+        for (index, &position) in kept.iter().enumerate() {
+            if position < next || position >= num_tokens {
+                return Err(BlockError::InvalidKept {
+                    id,
+                    index,
+                    position,
+                    num_tokens,
+                });
+            }
+            next = position + 1;
+        }
+        let bs = self.block_size();
+        self.ensure_blocks(kept.len().div_ceil(bs), 0)?;
+        let old_table = table.to_vec();
+        let old_tokens = self.device.gather(&old_table);
+        let tokens: Vec<u32> = kept.iter().map(|&p| old_tokens[p]).collect();
+        let new_table: Vec<u32> = tokens
+            .chunks(bs)
+            .map(|chunk| {
+                let block = self.take_block();
+                self.device.fill(block, chunk, Chain::Compacted);
+                block
+            })
+            .collect();
+        self.release_all(&old_table);
+        let seq = self.seqs.get_mut(&id).expect("checked above");
+        seq.num_tokens = kept.len();
+        seq.place = Place::Device(new_table.clone());
+        seq.compacted = true;
+        Ok(CompactPlan {
+            old_table,
+            new_table,
+            kept: kept.to_vec(),
+        })
+    }
+
+    /// Whether the sequence was compacted since it was added or last resumed (never while it is
+    /// dropped): if so, its blocks are not hashed and no prompt can share them.
+    pub fn is_compacted(&self, id: SeqId) -> Result<bool, BlockError> {
+        self.seq(id).map(|seq| seq.compacted)
     }
 
     /// The device blocks of a sequence on the device, in token order.
@@ -626,7 +824,9 @@ impl BlockManager {
 
     /// Checks every invariant of the module header from scratch: each block in exactly one state,
     /// refcounts equal to the table entries pointing at the block, hashes matching content and
-    /// chained along each sequence, each host slot free or owned by exactly one sequence.
+    /// chained along each sequence, the pages of a compacted sequence all unhashed and those of
+    /// any other sequence all chained (so that none is shared between the two kinds), no dropped
+    /// sequence compacted, each host slot free or owned by exactly one sequence.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut owners = vec![0u32; self.device.count()];
         let mut host_owners = vec![0u32; self.host.count()];
@@ -634,6 +834,9 @@ impl BlockManager {
             let (pages, ids, owned) = match &seq.place {
                 Place::Device(table) => (&self.device, table, &mut owners),
                 Place::Host(slots) => (&self.host, slots, &mut host_owners),
+                Place::Dropped(_) if seq.compacted => {
+                    return Err(format!("dropped sequence {id} is marked compacted"));
+                }
                 Place::Dropped(tokens) if tokens.len() == seq.num_tokens => continue,
                 Place::Dropped(tokens) => {
                     let kept = tokens.len();
@@ -644,7 +847,7 @@ impl BlockManager {
                 }
             };
             pages
-                .check_sequence(ids, seq.num_tokens)
+                .check_sequence(ids, seq.num_tokens, seq.compacted)
                 .map_err(|e| format!("sequence {id} ({}): {e}", seq.residency()))?;
             for &page in ids {
                 owned[page as usize] += 1;
@@ -762,7 +965,7 @@ impl BlockManager {
         let mut table = hits;
         for chunk in tokens[num_cached_tokens..].chunks(bs) {
             let block = self.take_block();
-            self.device.fill(block, chunk, parent);
+            self.device.fill(block, chunk, Chain::After(parent));
             self.register(block);
             parent = self.device.meta(block).hash;
             table.push(block);
@@ -1244,6 +1447,226 @@ mod tests {
         checked(&m);
     }
 
+    fn hashes(m: &BlockManager, blocks: &[u32]) -> Vec<Option<u64>> {
+        blocks.iter().map(|&b| m.device.meta(b).hash).collect()
+    }
+
+    #[test]
+    fn compacting_a_forked_sequence_keeps_the_siblings_blocks() {
+        let mut m = BlockManager::new(16, 4, 0);
+        let prompt: Vec<u32> = (0..10).collect();
+        m.add_sequence(A, &prompt).unwrap();
+        m.fork(A, B).unwrap();
+        let shared = table(&m, A);
+        let kept = [0, 2, 5, 6, 9];
+        let plan = m.compact(A, &kept).unwrap();
+        assert_eq!(
+            (plan.old_table.as_slice(), plan.kept.as_slice()),
+            (&shared[..], &kept[..])
+        );
+        assert_eq!(plan.new_table, table(&m, A));
+        assert_eq!(plan.new_table.len(), 2);
+        assert!(plan.new_table.iter().all(|b| !shared.contains(b)));
+        assert_eq!(m.tokens(A).unwrap(), [0, 2, 5, 6, 9]);
+        assert_eq!(m.num_tokens(A), Ok(5));
+        assert_eq!(
+            (m.is_compacted(A), m.is_compacted(B)),
+            (Ok(true), Ok(false))
+        );
+        // B keeps every old block, now alone; A holds its fresh blocks alone.
+        assert_eq!(table(&m, B), shared);
+        assert_eq!(m.tokens(B).unwrap(), prompt);
+        assert!(shared.iter().all(|&b| m.refcount(b) == 1));
+        assert!(plan.new_table.iter().all(|&b| m.refcount(b) == 1));
+        assert_eq!(m.num_free_blocks(), 16 - 5);
+        checked(&m);
+        // B's partial block is no longer shared: written in place. Its full blocks are still
+        // registered: a prompt with B's prefix finds them.
+        let out = m.append_token(B, 10).unwrap();
+        assert_eq!((out.block, out.copy), (shared[2], None));
+        assert_eq!(
+            m.add_sequence(C, &prompt[..8]).unwrap().num_cached_tokens,
+            8
+        );
+        assert_eq!(table(&m, C), shared[..2]);
+
+        // A fork of the compacted sequence shares its blocks and is compacted too; its copy on
+        // write of the shared partial block is unhashed as well, and stays so when it fills.
+        m.fork(A, SeqId(4)).unwrap();
+        assert_eq!(m.is_compacted(SeqId(4)), Ok(true));
+        assert!(plan.new_table.iter().all(|&b| m.refcount(b) == 2));
+        let out = m.append_token(SeqId(4), 11).unwrap();
+        let copy = out.copy.expect("the partial block is shared");
+        assert_eq!(copy.src, plan.new_table[1]);
+        for t in 12..15 {
+            m.append_token(SeqId(4), t).unwrap();
+        }
+        assert_eq!(m.tokens(SeqId(4)).unwrap(), [0, 2, 5, 6, 9, 11, 12, 13, 14]);
+        assert_eq!(hashes(&m, &table(&m, SeqId(4))), [None; 3]);
+        assert_eq!(m.tokens(A).unwrap(), kept.map(|t| t as u32));
+        checked(&m);
+    }
+
+    #[test]
+    fn a_compacted_block_is_never_reused_for_a_prompt() {
+        let mut m = BlockManager::new(16, 2, 8);
+        m.add_sequence(A, &[9, 1, 2, 3, 4]).unwrap();
+        let plan = m.compact(A, &[1, 2, 3, 4]).unwrap();
+        // Two full blocks [1, 2] [3, 4]: the token ids of the prompt below, but not its K/V.
+        assert_eq!(m.tokens(A).unwrap(), [1, 2, 3, 4]);
+        assert_eq!(hashes(&m, &plan.new_table), [None, None]);
+        // The old full blocks are cached, the old partial one is free.
+        assert_eq!((m.num_cached_blocks(), m.num_free_blocks()), (2, 12));
+        let hit = m.add_sequence(B, &[1, 2, 3, 4]).unwrap();
+        assert_eq!(hit.num_cached_tokens, 0);
+        let b = table(&m, B);
+        assert!(b.iter().all(|x| !plan.new_table.contains(x)));
+
+        // Back from the host, A shares neither B's blocks (same token ids, a prompt's K/V) nor
+        // those of its fork C (the same K/V, but unhashed): every block is copied back.
+        m.fork(A, C).unwrap();
+        m.swap_out(A).unwrap();
+        let back = m.swap_in(A).unwrap();
+        assert_eq!(back.pairs.len(), 2);
+        let a = table(&m, A);
+        assert!(a
+            .iter()
+            .all(|x| !b.contains(x) && !table(&m, C).contains(x)));
+        assert!(b.iter().all(|&x| m.refcount(x) == 1));
+        assert_eq!(m.tokens(A).unwrap(), [1, 2, 3, 4]);
+        assert_eq!(m.is_compacted(A), Ok(true));
+        checked(&m);
+
+        // Released, compacted blocks go to the free list, never to the cache.
+        let cached = m.num_cached_blocks();
+        m.free_sequence(A).unwrap();
+        m.free_sequence(C).unwrap();
+        assert_eq!(m.num_cached_blocks(), cached);
+        m.free_sequence(B).unwrap();
+        assert_eq!(m.num_cached_blocks(), cached + 2);
+        assert_eq!(
+            m.add_sequence(A, &[1, 2, 3, 4]).unwrap().num_cached_tokens,
+            4
+        );
+        assert_eq!(table(&m, A), b);
+        checked(&m);
+    }
+
+    #[test]
+    fn appending_after_compaction_fills_blocks_without_hashes() {
+        let mut m = BlockManager::new(8, 2, 0);
+        m.add_sequence(A, &[7, 7, 1, 2, 3]).unwrap();
+        // Keep 3 tokens: a full block and a partial one, which appends fill.
+        let plan = m.compact(A, &[2, 3, 4]).unwrap();
+        for t in [4, 5, 6] {
+            m.append_token(A, t).unwrap();
+        }
+        let a = table(&m, A);
+        assert_eq!((&a[..2], a.len()), (&plan.new_table[..], 3));
+        assert_eq!(m.tokens(A).unwrap(), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(hashes(&m, &a), [None; 3]);
+        assert_eq!(
+            m.add_sequence(B, &[1, 2, 3, 4, 5, 6])
+                .unwrap()
+                .num_cached_tokens,
+            0
+        );
+        checked(&m);
+
+        // Compacted to nothing: the next block is the sequence's first, and still unhashed (a
+        // chain from nothing would be the hash of the prompt [1, 2]).
+        let plan = m.compact(A, &[]).unwrap();
+        assert_eq!((plan.old_table, plan.new_table), (a, vec![]));
+        assert_eq!((m.num_tokens(A), table(&m, A).len()), (Ok(0), 0));
+        m.append_token(A, 1).unwrap();
+        m.append_token(A, 2).unwrap();
+        assert_eq!(hashes(&m, &table(&m, A)), [None]);
+        assert_eq!(m.add_sequence(C, &[1, 2]).unwrap().num_cached_tokens, 2);
+        assert_eq!(table(&m, C), table(&m, B)[..1]);
+        checked(&m);
+    }
+
+    #[test]
+    fn compaction_out_of_blocks_changes_nothing() {
+        let mut m = BlockManager::new(4, 2, 0);
+        m.add_sequence(A, &[1, 2, 3, 4, 5, 6]).unwrap();
+        // 1 free block: keeping 3 tokens needs 2 fresh blocks while A's 3 old ones are held,
+        // although A would end up with fewer.
+        let before = m.clone();
+        let oob = |needed, available| Err(BlockError::OutOfBlocks { needed, available });
+        assert_eq!(m.compact(A, &[0, 2, 4]), oob(2, 1));
+        assert_eq!(m, before);
+        // Keeping 2 fits in the free block.
+        let plan = m.compact(A, &[0, 5]).unwrap();
+        assert_eq!(m.tokens(A).unwrap(), [1, 6]);
+        // A's old blocks are all full, so all cached: compaction may evict them, oldest first
+        // (A's tail).
+        assert_eq!((m.num_free_blocks(), m.num_cached_blocks()), (0, 3));
+        let again = m.compact(A, &[1]).unwrap();
+        assert_eq!(again.new_table, plan.old_table[2..]);
+        assert_eq!(m.tokens(A).unwrap(), [6]);
+        // Every block held: even keeping A's single token needs a fresh block.
+        m.add_sequence(B, &[8; 6]).unwrap();
+        let before = m.clone();
+        assert_eq!(m.compact(A, &[0]), oob(1, 0));
+        assert_eq!(m, before);
+        checked(&m);
+    }
+
+    #[test]
+    fn invalid_kept_lists_are_refused() {
+        use BlockError::*;
+        let mut m = BlockManager::new(8, 2, 3);
+        m.add_sequence(A, &[1, 2, 3, 4, 5]).unwrap();
+        let before = m.clone();
+        let invalid = |index, position| {
+            Err(InvalidKept {
+                id: A,
+                index,
+                position,
+                num_tokens: 5,
+            })
+        };
+        assert_eq!(m.compact(A, &[0, 5]), invalid(1, 5));
+        assert_eq!(m.compact(A, &[9]), invalid(0, 9));
+        assert_eq!(m.compact(A, &[1, 1]), invalid(1, 1));
+        assert_eq!(m.compact(A, &[0, 3, 2, 4]), invalid(2, 2));
+        assert_eq!(
+            invalid(2, 2).unwrap_err().to_string(),
+            "kept positions of sequence 1 must be strictly increasing and below its 5 tokens: \
+             kept[2] = 2 is not"
+        );
+        assert_eq!(m.compact(B, &[]), Err(UnknownSequence(B)));
+        assert_eq!(m, before);
+        m.swap_out(A).unwrap();
+        let before = m.clone();
+        assert_eq!(m.compact(A, &[0]), Err(NotOnDevice(A, Residency::Host)));
+        assert_eq!(m, before);
+        checked(&m);
+    }
+
+    #[test]
+    fn a_resumed_compacted_sequence_is_a_prompt_again() {
+        let mut m = BlockManager::new(8, 2, 0);
+        m.add_sequence(A, &[7, 1, 2, 3]).unwrap();
+        m.compact(A, &[1, 2, 3]).unwrap();
+        m.add_sequence(B, &[1, 2, 9]).unwrap();
+        m.drop_for_recompute(A).unwrap();
+        assert_eq!(m.is_compacted(A), Ok(false));
+        assert_eq!(m.tokens(A).unwrap(), [1, 2, 3]);
+        // Recomputed as the prompt [1, 2, 3], its first block is the prompt [1, 2]'s: B's.
+        assert_eq!(m.resume(A).unwrap().num_cached_tokens, 2);
+        assert_eq!(table(&m, A)[0], table(&m, B)[0]);
+        // And the blocks it fills are registered again.
+        m.append_token(A, 4).unwrap();
+        assert_eq!(
+            m.add_sequence(C, &[1, 2, 3, 4]).unwrap().num_cached_tokens,
+            4
+        );
+        assert_eq!(table(&m, C), table(&m, A));
+        checked(&m);
+    }
+
     /// The sequence ids the property test uses: few, so that ids are reused and prefixes collide.
     const IDS: u64 = 4;
 
@@ -1259,6 +1682,9 @@ mod tests {
         SwapIn,
         Drop,
         Resume,
+        /// `(seed, density)`: keeps each token with probability `density / 4` (none at 0, all at
+        /// 4); density 5 makes an invalid list.
+        Compact(u64, u32),
     }
 
     #[derive(Debug, Clone)]
@@ -1271,6 +1697,7 @@ mod tests {
         SwapIn(SeqId),
         Drop(SeqId),
         Resume(SeqId),
+        Compact(SeqId, Vec<usize>),
     }
 
     fn kind() -> impl Strategy<Value = Kind> {
@@ -1285,22 +1712,112 @@ mod tests {
             2 => Just(Kind::SwapIn),
             1 => Just(Kind::Drop),
             2 => Just(Kind::Resume),
+            2 => (any::<u64>(), 0..=5u32).prop_map(|(seed, density)| Kind::Compact(seed, density)),
         ]
     }
 
-    /// The independent model: each live sequence's tokens and residency.
-    type Shadow = HashMap<SeqId, (Vec<u32>, Residency)>;
+    /// What the K/V of a token was computed from. The model gives a token computed as part of a
+    /// prompt (or appended to one) a label that is a function of the token ids up to it, and a
+    /// token appended to a compacted sequence a label of its own: its K/V attends to the kept
+    /// tokens only. A kept token keeps its label.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Kv {
+        Prompt(u64),
+        Fresh(u64),
+    }
+
+    /// The labels of a prompt's tokens, chained so that each names the token ids up to it.
+    fn prompt_kv(prev: Option<Kv>, token: u32) -> Kv {
+        let prev = match prev {
+            None => 0,
+            Some(Kv::Prompt(h)) => h,
+            Some(Kv::Fresh(_)) => panic!("a prompt's K/V follows prompt K/V only"),
+        };
+        let mut hasher = DefaultHasher::new();
+        (prev, token).hash(&mut hasher);
+        Kv::Prompt(hasher.finish())
+    }
+
+    fn prompt_kvs(tokens: &[u32]) -> Vec<Kv> {
+        let mut prev = None;
+        tokens
+            .iter()
+            .map(|&t| *prev.insert(prompt_kv(prev, t)))
+            .collect()
+    }
+
+    /// The shadow model of one live sequence.
+    #[derive(Debug, Clone)]
+    struct Entry {
+        tokens: Vec<u32>,
+        residency: Residency,
+        /// Its tokens' K/V labels (empty while dropped).
+        kv: Vec<Kv>,
+        compacted: bool,
+    }
+
+    /// The independent model: each live sequence's tokens, residency and K/V.
+    type Shadow = HashMap<SeqId, Entry>;
+
+    /// The GPU side, simulated: the K/V label in each slot of each device block and host slot,
+    /// as the caller writes them (prompt tokens past the cached prefix, appended tokens) and moves
+    /// them (the manager's copy, swap and compaction plans).
+    struct Gpu {
+        block_size: usize,
+        device: Vec<Option<Kv>>,
+        host: Vec<Option<Kv>>,
+        next_fresh: u64,
+    }
+
+    impl Gpu {
+        fn slot(&self, table: &[u32], i: usize) -> usize {
+            table[i / self.block_size] as usize * self.block_size + i % self.block_size
+        }
+
+        fn write(&mut self, table: &[u32], kv: &[Kv], from: usize) {
+            for (i, &kv) in kv.iter().enumerate().skip(from) {
+                let slot = self.slot(table, i);
+                self.device[slot] = Some(kv);
+            }
+        }
+
+        fn copy(src: &[Option<Kv>], s: u32, dst: &mut [Option<Kv>], d: u32, bs: usize) {
+            let (s, d) = (s as usize * bs, d as usize * bs);
+            dst[d..d + bs].copy_from_slice(&src[s..s + bs]);
+        }
+    }
 
     /// One of the ids whose state `fits`, or one time in 4n+1 (always, if none fits) any id.
     fn pick(shadow: &Shadow, index: &Index, fits: impl Fn(Option<Residency>) -> bool) -> SeqId {
         let ids: Vec<SeqId> = (0..IDS)
             .map(SeqId)
-            .filter(|id| fits(shadow.get(id).map(|e| e.1)))
+            .filter(|id| fits(shadow.get(id).map(|e| e.residency)))
             .collect();
         let any = SeqId(index.index(IDS as usize) as u64);
         ids.get(index.index(4 * ids.len() + 1) / 4)
             .copied()
             .unwrap_or(any)
+    }
+
+    /// The positions of `0..n` that a compaction of `(seed, density)` keeps.
+    fn kept_positions(n: usize, seed: u64, density: u32) -> Vec<usize> {
+        let keep = |p: usize| {
+            let mut hasher = DefaultHasher::new();
+            (seed, p).hash(&mut hasher);
+            hasher.finish() % 4 < u64::from(density.min(4))
+        };
+        let mut kept: Vec<usize> = (0..n).filter(|&p| keep(p)).collect();
+        if density > 4 {
+            // Invalid: a position past the end, or a repeated one.
+            match kept.len() {
+                len if len == 0 || seed % 2 == 0 => kept.push(n + (seed % 3) as usize),
+                len => {
+                    let i = (seed as usize / 2) % len;
+                    kept.insert(i, kept[i]);
+                }
+            }
+        }
+        kept
     }
 
     fn resolve(shadow: &Shadow, (kind, a, b): &(Kind, Index, Index)) -> Op {
@@ -1316,12 +1833,17 @@ mod tests {
             Kind::SwapIn => Op::SwapIn(pick(shadow, a, on(Residency::Host))),
             Kind::Drop => Op::Drop(device(a)),
             Kind::Resume => Op::Resume(pick(shadow, a, on(Residency::Dropped))),
+            Kind::Compact(seed, density) => {
+                let id = device(a);
+                let n = shadow.get(&id).map_or(0, |e| e.tokens.len());
+                Op::Compact(id, kept_positions(n, *seed, *density))
+            }
         }
     }
 
     /// The error the shadow model predicts from sequence states alone (not from capacity).
     fn expected_error(shadow: &Shadow, op: &Op) -> Option<BlockError> {
-        let residency = |id: SeqId| shadow.get(&id).map(|e| e.1);
+        let residency = |id: SeqId| shadow.get(&id).map(|e| e.residency);
         let need = |id, want, err: fn(SeqId, Residency) -> BlockError| match residency(id) {
             None => Some(BlockError::UnknownSequence(id)),
             Some(r) if r != want => Some(err(id, r)),
@@ -1341,36 +1863,82 @@ mod tests {
                 .then_some(BlockError::UnknownSequence(id)),
             Op::SwapIn(id) => need(id, Residency::Host, BlockError::NotSwapped),
             Op::Resume(id) => need(id, Residency::Dropped, BlockError::NotDropped),
+            Op::Compact(id, ref kept) => need(id, Residency::Device, BlockError::NotOnDevice)
+                .or_else(|| {
+                    let num_tokens = shadow[&id].tokens.len();
+                    let bad = |i: usize| kept[i] >= num_tokens || (i > 0 && kept[i] <= kept[i - 1]);
+                    let index = (0..kept.len()).find(|&i| bad(i))?;
+                    Some(BlockError::InvalidKept {
+                        id,
+                        index,
+                        position: kept[index],
+                        num_tokens,
+                    })
+                }),
         }
     }
 
-    /// Runs one operation on the manager and the shadow; checks what the shadow can predict: the
-    /// state errors, when capacity errors must (and must not) happen, that failures change nothing.
-    fn step(m: &mut BlockManager, shadow: &mut Shadow, op: &Op) -> Result<(), TestCaseError> {
+    /// Runs one operation on the manager, the shadow and the simulated GPU, which runs the plans
+    /// the operation returns; checks what the shadow can predict: the state errors, when capacity
+    /// errors must (and must not) happen, that failures change nothing.
+    fn step(
+        m: &mut BlockManager,
+        shadow: &mut Shadow,
+        gpu: &mut Gpu,
+        op: &Op,
+    ) -> Result<(), TestCaseError> {
         let before = m.clone();
         let bs = m.block_size();
         let expected = expected_error(shadow, op);
-        let set = |shadow: &mut Shadow, id, r| shadow.get_mut(&id).expect("live").1 = r;
+        let set = |shadow: &mut Shadow, id, r| shadow.get_mut(&id).expect("live").residency = r;
         let result = match op {
             Op::Add(id, prompt) => m.add_sequence(*id, prompt).map(|a| {
                 assert!(a.num_cached_tokens % bs == 0 && a.num_cached_tokens <= prompt.len());
-                shadow.insert(*id, (prompt.clone(), Residency::Device));
+                let kv = prompt_kvs(prompt);
+                gpu.write(m.block_table(*id).unwrap(), &kv, a.num_cached_tokens);
+                let (tokens, residency) = (prompt.clone(), Residency::Device);
+                let compacted = false;
+                shadow.insert(
+                    *id,
+                    Entry {
+                        tokens,
+                        residency,
+                        kv,
+                        compacted,
+                    },
+                );
             }),
             Op::Append(id, token) => {
                 // Needs a block iff the last block is full, or partial and shared.
                 let needs_block = expected.is_none() && {
-                    let partial = shadow[id].0.len() % bs != 0;
+                    let partial = shadow[id].tokens.len() % bs != 0;
                     !partial || m.refcount(*m.block_table(*id).unwrap().last().unwrap()) > 1
                 };
                 let result = m.append_token(*id, *token);
                 if needs_block {
                     prop_assert_eq!(result.is_ok(), before.can_allocate(1));
                 }
-                result.map(|_| shadow.get_mut(id).expect("live").0.push(*token))
+                result.map(|out| {
+                    let e = shadow.get_mut(id).expect("live");
+                    assert_eq!(out.offset, e.tokens.len() % bs);
+                    if let Some(CopyBlock { src, dst }) = out.copy {
+                        let device = gpu.device.clone();
+                        Gpu::copy(&device, src, &mut gpu.device, dst, bs);
+                    }
+                    let kv = if e.compacted {
+                        gpu.next_fresh += 1;
+                        Kv::Fresh(gpu.next_fresh)
+                    } else {
+                        prompt_kv(e.kv.last().copied(), *token)
+                    };
+                    gpu.device[out.block as usize * bs + out.offset] = Some(kv);
+                    e.tokens.push(*token);
+                    e.kv.push(kv);
+                })
             }
             Op::Fork(parent, child) => m.fork(*parent, *child).map(|()| {
-                let tokens = shadow[parent].0.clone();
-                shadow.insert(*child, (tokens, Residency::Device));
+                let entry = shadow[parent].clone();
+                shadow.insert(*child, entry);
             }),
             Op::Free(id) => m.free_sequence(*id).map(|()| {
                 shadow.remove(id);
@@ -1378,19 +1946,60 @@ mod tests {
             Op::SwapOut(id) => {
                 let result = m.swap_out(*id);
                 if expected.is_none() {
-                    let blocks = shadow[id].0.len().div_ceil(bs);
+                    let blocks = shadow[id].tokens.len().div_ceil(bs);
                     prop_assert_eq!(result.is_ok(), blocks <= before.num_free_host_slots());
                 }
-                result.map(|_| set(shadow, *id, Residency::Host))
+                result.map(|plan| {
+                    for (block, slot) in plan.pairs {
+                        Gpu::copy(&gpu.device, block, &mut gpu.host, slot, bs);
+                    }
+                    set(shadow, *id, Residency::Host);
+                })
             }
-            Op::SwapIn(id) => m.swap_in(*id).map(|_| set(shadow, *id, Residency::Device)),
-            Op::Drop(id) => m
-                .drop_for_recompute(*id)
-                .map(|()| set(shadow, *id, Residency::Dropped)),
-            Op::Resume(id) => m.resume(*id).map(|a| {
-                assert_eq!(a.num_tokens, shadow[id].0.len());
+            Op::SwapIn(id) => m.swap_in(*id).map(|plan| {
+                for (slot, block) in plan.pairs {
+                    Gpu::copy(&gpu.host, slot, &mut gpu.device, block, bs);
+                }
                 set(shadow, *id, Residency::Device);
             }),
+            Op::Drop(id) => m.drop_for_recompute(*id).map(|()| {
+                let e = shadow.get_mut(id).expect("live");
+                (e.residency, e.kv, e.compacted) = (Residency::Dropped, Vec::new(), false);
+            }),
+            Op::Resume(id) => m.resume(*id).map(|a| {
+                let e = shadow.get_mut(id).expect("live");
+                assert_eq!(a.num_tokens, e.tokens.len());
+                e.kv = prompt_kvs(&e.tokens);
+                gpu.write(m.block_table(*id).unwrap(), &e.kv, a.num_cached_tokens);
+                e.residency = Residency::Device;
+            }),
+            Op::Compact(id, kept) => {
+                let result = m.compact(*id, kept);
+                if expected.is_none() {
+                    let blocks = kept.len().div_ceil(bs);
+                    prop_assert_eq!(result.is_ok(), before.can_allocate(blocks));
+                }
+                match result {
+                    Ok(plan) => {
+                        prop_assert_eq!(&plan.old_table, before.block_table(*id).unwrap());
+                        prop_assert_eq!(&plan.new_table, m.block_table(*id).unwrap());
+                        prop_assert_eq!(&plan.kept, kept);
+                        prop_assert!(plan.new_table.iter().all(|b| !plan.old_table.contains(b)));
+                        // The gather, from a snapshot: the tables are disjoint, so order is free.
+                        let old = gpu.device.clone();
+                        for (j, &p) in kept.iter().enumerate() {
+                            let dst = gpu.slot(&plan.new_table, j);
+                            gpu.device[dst] = old[gpu.slot(&plan.old_table, p)];
+                        }
+                        let e = shadow.get_mut(id).expect("live");
+                        e.tokens = kept.iter().map(|&p| e.tokens[p]).collect();
+                        e.kv = kept.iter().map(|&p| e.kv[p]).collect();
+                        e.compacted = true;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
         };
         if result.is_err() {
             prop_assert!(*m == before, "the failed {:?} changed the manager", op);
@@ -1414,8 +2023,11 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(1000))]
 
         /// After any sequence of operations, failed ones included, the invariants hold, every
-        /// refcount equals its owners, and each sequence holds exactly the tokens the shadow
-        /// model says, in ceil(tokens / block_size) blocks.
+        /// refcount equals its owners, each sequence holds exactly the tokens the shadow model
+        /// says, in ceil(tokens / block_size) blocks, and is compacted when the model says; and
+        /// the K/V that the simulated GPU reads through each block table or host slot list is the
+        /// K/V each token of the sequence was computed with, so that no block was shared, reused
+        /// from the cache or swapped back when its K/V differs (a compacted one for a prompt's).
         #[test]
         fn any_operations_keep_the_invariants(
             num_blocks in 2usize..32,
@@ -1425,23 +2037,39 @@ mod tests {
         ) {
             let mut m = BlockManager::new(num_blocks, block_size, num_host_blocks);
             let mut shadow = Shadow::new();
+            let mut gpu = Gpu {
+                block_size,
+                device: vec![None; num_blocks * block_size],
+                host: vec![None; num_host_blocks * block_size],
+                next_fresh: 0,
+            };
             for plan in &plans {
                 let op = resolve(&shadow, plan);
-                step(&mut m, &mut shadow, &op)?;
+                step(&mut m, &mut shadow, &mut gpu, &op)?;
                 if let Err(e) = m.check_invariants() {
                     prop_assert!(false, "after {op:?}: {e}");
                 }
                 let mut owners = vec![0u32; num_blocks];
                 for id in (0..IDS).map(SeqId) {
-                    let Some((tokens, residency)) = shadow.get(&id) else {
+                    let Some(e) = shadow.get(&id) else {
                         prop_assert_eq!(m.residency(id), Err(BlockError::UnknownSequence(id)));
                         continue;
                     };
-                    prop_assert_eq!(m.residency(id), Ok(*residency));
-                    prop_assert_eq!(m.num_tokens(id), Ok(tokens.len()));
-                    prop_assert_eq!(&m.tokens(id).unwrap(), tokens);
+                    prop_assert_eq!(m.residency(id), Ok(e.residency));
+                    prop_assert_eq!(m.num_tokens(id), Ok(e.tokens.len()));
+                    prop_assert_eq!(&m.tokens(id).unwrap(), &e.tokens);
+                    prop_assert_eq!(m.is_compacted(id), Ok(e.compacted));
+                    let (memory, pages) = match &m.seqs[&id].place {
+                        Place::Device(table) => (&gpu.device, table),
+                        Place::Host(slots) => (&gpu.host, slots),
+                        Place::Dropped(_) => continue,
+                    };
+                    let kv: Vec<Option<Kv>> =
+                        (0..e.tokens.len()).map(|i| memory[gpu.slot(pages, i)]).collect();
+                    let want: Vec<Option<Kv>> = e.kv.iter().copied().map(Some).collect();
+                    prop_assert_eq!(kv, want, "K/V of sequence {} after {:?}", id, op);
                     if let Ok(table) = m.block_table(id) {
-                        prop_assert_eq!(table.len(), tokens.len().div_ceil(block_size));
+                        prop_assert_eq!(table.len(), e.tokens.len().div_ceil(block_size));
                         for &b in table {
                             owners[b as usize] += 1;
                         }
