@@ -16,7 +16,11 @@ use suite::Suite;
 
 /// Every suite, in the order `roofbench run` runs them.
 pub fn suites() -> Vec<&'static dyn Suite> {
-    vec![&stream::StreamSuite, &attention::AttentionSuite]
+    vec![
+        &stream::StreamSuite,
+        &attention::AttentionSuite,
+        &kv_evict::KvEvictSuite,
+    ]
 }
 
 pub fn find_suite(name: &str) -> Option<&'static dyn Suite> {

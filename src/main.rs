@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use roofbench::gpu::{self, Gpu, GpuError};
@@ -97,6 +97,44 @@ enum Command {
         /// Do nothing when this GPU already has a ceilings file under --out.
         #[arg(long)]
         if_missing: bool,
+    },
+    /// Accuracy deltas of the KV-cache eviction policies, on the CPU (no GPU needed): relative
+    /// error of the attention output, attention-mass recall and needle recall against the full
+    /// cache; a table, <out>/accuracy/kv_evict.csv and kv_evict-error-vs-budget.svg.
+    Accuracy {
+        /// A Q/K/V capture of your model (repeatable): .safetensors with tensors q, k, v, or .npz,
+        /// or a folder / path prefix with q.npy, k.npy, v.npy; shapes [len, heads, dim]. Default:
+        /// synthetic attention (heavy hitters, recency, needles, gaussian).
+        #[arg(long = "data", value_name = "FILE")]
+        data: Vec<PathBuf>,
+        /// Policies to evaluate (repeatable; default all): h2o, tova, snapkv, streaming-llm,
+        /// recent, random.
+        #[arg(long = "policy")]
+        policies: Vec<String>,
+        /// Budgets per kv head (repeatable; default 10%, 25%, 50%): 25%, 0.25 or a token count.
+        #[arg(long = "budget")]
+        budgets: Vec<String>,
+        /// Always-kept first tokens (overrides each policy's default).
+        #[arg(long)]
+        sinks: Option<usize>,
+        /// Always-kept newest tokens (overrides each policy's default).
+        #[arg(long)]
+        recent: Option<usize>,
+        /// SnapKV's max-pool width (odd).
+        #[arg(long)]
+        pool: Option<usize>,
+        /// SnapKV's observation window (queries).
+        #[arg(long)]
+        window: Option<usize>,
+        /// Queries whose attention H2O accumulates.
+        #[arg(long)]
+        h2o_history: Option<usize>,
+        /// Synthetic data of 1024 tokens instead of 4096.
+        #[arg(long)]
+        quick: bool,
+        /// Results directory (an accuracy/ folder is made inside).
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
     },
     /// SVG plots of measured results: roofline.svg and <suite>-pct.svg in each GPU's folder.
     Plot {
@@ -364,6 +402,62 @@ fn dispatch(command: Command, gpus_file: Option<PathBuf>) -> Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Accuracy {
+            data,
+            policies,
+            budgets,
+            sinks,
+            recent,
+            pool,
+            window,
+            h2o_history,
+            quick,
+            out,
+        } => {
+            use roofbench::kv_evict::accuracy;
+            use roofbench::kv_evict::policy::{Budget, Policy};
+            let mut options = accuracy::ReportOptions {
+                captures: data,
+                overrides: accuracy::Overrides {
+                    sinks,
+                    recent,
+                    pool_kernel: pool,
+                    window,
+                    seed: None,
+                    h2o_history,
+                },
+                quick,
+                ..Default::default()
+            };
+            if !policies.is_empty() {
+                options.policies = policies
+                    .iter()
+                    .map(|p| Policy::parse(p))
+                    .collect::<Result<_>>()?;
+            }
+            if !budgets.is_empty() {
+                options.budgets = budgets
+                    .iter()
+                    .map(|b| Budget::parse(b))
+                    .collect::<Result<_>>()?;
+            }
+            let rows = accuracy::report(&options)?;
+            println!("{}", accuracy::render_table(&rows));
+            let dir = out.join("accuracy");
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let (csv, svg) = (
+                dir.join("kv_evict.csv"),
+                dir.join("kv_evict-error-vs-budget.svg"),
+            );
+            accuracy::write_csv(&rows, &csv)?;
+            accuracy::error_vs_budget_svg(&rows, &svg)?;
+            println!(
+                "wrote {} and {} (CPU, f64: no GPU involved)",
+                csv.display(),
+                svg.display()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Plot { results, gpu } => {
             let written =

@@ -2,6 +2,8 @@
 //! f32 on the host (half and float8 crates: the same round-to-nearest-even, saturate-to-finite
 //! conversions as CUDA's intrinsics), and their unit roundoff, from which test tolerances derive.
 
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -128,6 +130,32 @@ impl std::fmt::Display for Element {
     }
 }
 
+/// `n` values uniform in [-1, 1), divided by `scale(i)` (FP8 stores value / scale) and encoded
+/// in `e`. Parallel (chunks with their own seeded generator): the largest cases hold GBs of KV.
+pub fn random_encoded(
+    seed: u64,
+    n: usize,
+    e: Element,
+    scale: impl Fn(usize) -> f32 + Sync,
+) -> Vec<u8> {
+    const CHUNK: usize = 1 << 16;
+    let eb = e.bytes();
+    let mut bytes = vec![0u8; n * eb];
+    bytes
+        .par_chunks_mut(CHUNK * eb)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(
+                seed ^ (c as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            );
+            for (k, dst) in chunk.chunks_exact_mut(eb).enumerate() {
+                let v: f32 = rng.random_range(-1.0..1.0);
+                e.encode_to(v / scale(c * CHUNK + k), dst);
+            }
+        });
+    bytes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +190,18 @@ mod tests {
         assert_eq!(Element::parse("BF16"), Some(Element::Bf16));
         assert_eq!(Element::parse("f16"), Some(Element::Fp16));
         assert_eq!(Element::parse("int3"), None);
+    }
+
+    #[test]
+    fn random_inputs_are_scaled_fresh_and_parallel_safe() {
+        let a = random_encoded(1, 200_000, Element::E4m3, |_| 0.125);
+        let stored = Element::E4m3.decode_all(&a);
+        assert!(stored.iter().all(|v| v.abs() <= 8.0) && stored.iter().any(|v| v.abs() > 4.0));
+        assert_eq!(
+            a,
+            random_encoded(1, 200_000, Element::E4m3, |_| 0.125),
+            "seeded: reproducible"
+        );
+        assert_ne!(a, random_encoded(2, 200_000, Element::E4m3, |_| 0.125));
     }
 }

@@ -147,3 +147,47 @@ fn user_gpu_file_is_used_and_bad_ones_are_explained() {
     assert_eq!(code, 1);
     assert!(text.contains("bad.toml"), "{text}");
 }
+
+#[test]
+fn accuracy_runs_on_the_cpu_and_writes_its_table_and_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let (code, text) = roofbench(&[
+        "accuracy", "--quick", "--policy", "h2o", "--policy", "recent", "--budget", "10%", "--out",
+        out,
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("heavy-hitters") && text.contains("h2o") && text.contains("no GPU"),
+        "{text}"
+    );
+    let csv = std::fs::read_to_string(dir.path().join("accuracy/kv_evict.csv")).unwrap();
+    // 4 synthetic kinds x 2 policies x 1 budget, plus the header.
+    assert_eq!(csv.lines().count(), 1 + 4 * 2, "{csv}");
+    assert!(dir
+        .path()
+        .join("accuracy/kv_evict-error-vs-budget.svg")
+        .exists());
+    let (code, text) = roofbench(&["accuracy", "--policy", "lru", "--out", out]);
+    assert_eq!(code, 1);
+    assert!(text.contains("lru") && text.contains("h2o"), "{text}");
+    let (code, text) = roofbench(&[
+        "accuracy",
+        "--data",
+        "/nonexistent.safetensors",
+        "--out",
+        out,
+    ]);
+    assert_eq!(code, 1);
+    assert!(text.contains("nonexistent"), "{text}");
+}
+
+#[test]
+fn every_built_in_case_parses() {
+    // The built-in grids are built from specs: a bad one would panic at run time on a GPU node.
+    for suite in roofbench::suites() {
+        assert!(!suite.default_cases(false).is_empty(), "{}", suite.name());
+        assert!(!suite.default_cases(true).is_empty(), "{}", suite.name());
+        assert!(!suite.verify_cases().is_empty(), "{}", suite.name());
+    }
+}

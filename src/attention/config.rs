@@ -148,6 +148,7 @@ impl AttentionConfig {
             bytes: (kv_bytes + q_and_out) as u64,
             flops: flops as u64,
             precision: Some(precision),
+            path: Default::default(),
         }
     }
 

@@ -3,14 +3,13 @@
 
 use anyhow::{Context, Result};
 use rand::seq::index::sample;
-use rand::{Rng, SeedableRng};
-use rayon::prelude::*;
+use rand::Rng;
 
 use super::config::{AttentionConfig, FAST_HEAD_DIMS};
 use super::layout::PagedLayout;
 use super::reference::{decode_reference, tolerance, HostInputs};
 use crate::gpu::{Buffer, Gpu, GpuResult, Kernel, Launch};
-use crate::numeric::Element;
+use crate::numeric::{random_encoded, Element};
 use crate::suite::{Check, Prepared, Provider, Variant};
 
 // Launch shapes, from the headers of kernels/attention/paged_decode.cu and paged_append.cu.
@@ -108,27 +107,6 @@ pub struct PreparedAttention {
     variants: Vec<Variant>,
     decode: Option<(Kernel, Kernel)>,
     append: Option<Kernel>,
-}
-
-/// `n` values uniform in [-1, 1), divided by `scale(i)` (FP8 stores value / scale) and encoded
-/// in `e`. Parallel (chunks with their own seeded generator): the largest cases hold GBs of KV.
-fn random_encoded(seed: u64, n: usize, e: Element, scale: impl Fn(usize) -> f32 + Sync) -> Vec<u8> {
-    const CHUNK: usize = 1 << 16;
-    let eb = e.bytes();
-    let mut bytes = vec![0u8; n * eb];
-    bytes
-        .par_chunks_mut(CHUNK * eb)
-        .enumerate()
-        .for_each(|(c, chunk)| {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(
-                seed ^ (c as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-            );
-            for (k, dst) in chunk.chunks_exact_mut(eb).enumerate() {
-                let v: f32 = rng.random_range(-1.0..1.0);
-                e.encode_to(v / scale(c * CHUNK + k), dst);
-            }
-        });
-    bytes
 }
 
 impl PreparedAttention {
@@ -519,19 +497,6 @@ mod tests {
         let names = all_kernel_names();
         assert_eq!(names.len(), 2 * (1 + 4 * (1 + 6)));
         assert!(names.contains(&decode_kernel_name(&c)));
-    }
-
-    #[test]
-    fn random_inputs_are_scaled_fresh_and_parallel_safe() {
-        let a = random_encoded(1, 200_000, Element::E4m3, |_| 0.125);
-        let stored = Element::E4m3.decode_all(&a);
-        assert!(stored.iter().all(|v| v.abs() <= 8.0) && stored.iter().any(|v| v.abs() > 4.0));
-        assert_eq!(
-            a,
-            random_encoded(1, 200_000, Element::E4m3, |_| 0.125),
-            "seeded: reproducible"
-        );
-        assert_ne!(a, random_encoded(2, 200_000, Element::E4m3, |_| 0.125));
     }
 
     #[test]

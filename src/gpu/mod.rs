@@ -323,6 +323,57 @@ impl Gpu {
         Ok(PinnedHost { slice, len })
     }
 
+    /// Page-locked host memory that kernels can also read and write directly over the host link
+    /// (zero-copy; see [`PinnedHost::device_address`]).
+    pub fn alloc_pinned_mapped<T: DeviceRepr>(&self, len: usize) -> GpuResult<PinnedHost<T>> {
+        // SAFETY: contents are uninitialised until the caller writes them.
+        let slice = unsafe {
+            self.ctx.alloc_pinned_with_flags::<T>(
+                len.max(1),
+                sys::CU_MEMHOSTALLOC_PORTABLE | sys::CU_MEMHOSTALLOC_DEVICEMAP,
+            )
+        }
+        .ctx("cuMemHostAlloc")?;
+        Ok(PinnedHost { slice, len })
+    }
+
+    /// Enqueues copies of byte ranges between a device buffer and pinned host memory, one
+    /// `cuMemcpyAsync` per `(device offset, host offset)` pair, `bytes` each: the per-block copies
+    /// a swap without a gather kernel makes.
+    pub fn copy_ranges(
+        &self,
+        device: &Buffer<u8>,
+        host: &PinnedHost<u8>,
+        ranges: &[(usize, usize)],
+        bytes: usize,
+        direction: CopyDirection,
+    ) -> GpuResult<()> {
+        let host_base = host.slice.as_ptr().ctx("cuMemHostAlloc")? as *mut u8;
+        let (device_base, _guard) = device.slice.device_ptr(&self.stream);
+        for &(device_offset, host_offset) in ranges {
+            assert!(
+                device_offset + bytes <= device.len && host_offset + bytes <= host.len,
+                "copy range outside its buffers"
+            );
+            let d = device_base + device_offset as u64;
+            // SAFETY: both ranges lie inside live allocations (checked above); the host memory is
+            // page-locked, so the copy is asynchronous DMA.
+            let result = unsafe {
+                let h = host_base.add(host_offset).cast::<std::ffi::c_void>();
+                match direction {
+                    CopyDirection::DeviceToHost => {
+                        sys::cuMemcpyDtoHAsync_v2(h, d, bytes, self.stream.cu_stream())
+                    }
+                    CopyDirection::HostToDevice => {
+                        sys::cuMemcpyHtoDAsync_v2(d, h, bytes, self.stream.cu_stream())
+                    }
+                }
+            };
+            result.result().ctx("cuMemcpyAsync")?;
+        }
+        Ok(())
+    }
+
     /// Enqueues a host-to-device copy from page-locked memory (asynchronous DMA).
     pub fn copy_from_pinned<T: DeviceRepr>(
         &self,
@@ -593,6 +644,26 @@ impl<T: DeviceRepr + ValidAsZeroBits> PinnedHost<T> {
         let len = self.len;
         Ok(&mut self.slice.as_mut_slice().ctx("cuEventSynchronize")?[..len])
     }
+}
+
+impl<T: ValidAsZeroBits> PinnedHost<T> {
+    /// The address a kernel uses for this memory: every access crosses the host link.
+    pub fn device_address(&self) -> GpuResult<u64> {
+        let host = self.slice.as_ptr().ctx("cuMemHostAlloc")? as *mut std::ffi::c_void;
+        let mut address: sys::CUdeviceptr = 0;
+        // SAFETY: `host` is a live page-locked allocation made with CU_MEMHOSTALLOC_DEVICEMAP.
+        unsafe { sys::cuMemHostGetDevicePointer_v2(&mut address, host, 0) }
+            .result()
+            .ctx("cuMemHostGetDevicePointer")?;
+        Ok(address)
+    }
+}
+
+/// Which way [`Gpu::copy_ranges`] copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyDirection {
+    DeviceToHost,
+    HostToDevice,
 }
 
 /// A CUDA event created with timing enabled.

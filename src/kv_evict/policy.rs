@@ -151,7 +151,9 @@ impl Budget {
     /// share keeps a token), never more than `len`.
     pub fn tokens(self, len: usize) -> usize {
         match self {
-            Budget::Fraction(f) => ((f * len as f64).ceil() as usize).min(len),
+            // Rounded up, but not past a product that is whole up to rounding (7% of 100 is
+            // 7.000000000000001 in f64: 7 tokens, not 8).
+            Budget::Fraction(f) => (((f * len as f64) * (1.0 - 1e-12)).ceil() as usize).min(len),
             Budget::Tokens(n) => n.min(len),
         }
     }
@@ -453,6 +455,11 @@ mod tests {
         assert_eq!(Budget::Fraction(0.25).tokens(10), 3, "2.5 rounds up");
         assert_eq!(Budget::Fraction(1.0).tokens(10), 10);
         assert_eq!(Budget::Fraction(0.0).tokens(10), 0);
+        assert_eq!(
+            Budget::Fraction(0.07).tokens(100),
+            7,
+            "a whole product stays whole"
+        );
         assert_eq!(Budget::Tokens(1024).tokens(100), 100);
         assert_eq!(Budget::parse("7%").unwrap().to_string(), "7%");
         assert_eq!(Budget::parse("12.5%").unwrap().to_string(), "12.5%");

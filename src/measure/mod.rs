@@ -10,4 +10,4 @@ mod workload;
 pub use harness::{Harness, L2Flush, MeasureConfig, Mode, Timing};
 pub use stats::{summarize, Summary};
 pub use stop::{StopReason, StopRule};
-pub use workload::Workload;
+pub use workload::{DataPath, Workload};

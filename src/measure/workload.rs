@@ -5,6 +5,17 @@ use serde::Serialize;
 
 use crate::roofline::Precision;
 
+/// Where the bytes of a workload travel: device memory, or the host link (swapping KV blocks to
+/// pinned host memory is bound by PCIe, not HBM).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataPath {
+    #[default]
+    Device,
+    HostToDevice,
+    DeviceToHost,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Workload {
     /// Bytes the operation must move through device memory: each input read once, each output
@@ -14,6 +25,8 @@ pub struct Workload {
     pub flops: u64,
     /// The arithmetic the FLOPs are done in: which compute roof applies.
     pub precision: Option<Precision>,
+    /// Which memory roof the bytes meet.
+    pub path: DataPath,
 }
 
 impl Workload {
@@ -22,6 +35,15 @@ impl Workload {
             bytes,
             flops: 0,
             precision: None,
+            path: DataPath::Device,
+        }
+    }
+
+    /// `bytes` over the host link in one direction.
+    pub fn host_link(bytes: u64, path: DataPath) -> Workload {
+        Workload {
+            path,
+            ..Workload::bytes(bytes)
         }
     }
 
@@ -55,6 +77,7 @@ mod tests {
             bytes: 3_000_000_000,
             flops: 2_000_000_000_000,
             precision: Some(Precision::Bf16),
+            path: DataPath::Device,
         };
         assert!((w.gbps(1_000_000.0) - 3.0).abs() < 1e-12);
         assert!((w.tflops(1_000_000.0) - 2.0).abs() < 1e-12);

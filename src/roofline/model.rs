@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::ceilings::{CeilingKind, MeasuredCeilings};
 use super::precision::Precision;
 use super::spec::{GpuSpec, Origin};
-use crate::measure::Workload;
+use crate::measure::{DataPath, Workload};
 
 /// One limit and where its value comes from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -32,6 +32,9 @@ pub struct Roof {
     pub l2: Option<Limit>,
     pub compute: BTreeMap<Precision, Limit>,
     pub launch: Option<Limit>,
+    /// Host -> device and device -> host bandwidth over the host link (pinned memory), GB/s.
+    pub host_to_device: Option<Limit>,
+    pub device_to_host: Option<Limit>,
 }
 
 /// The roofline bound of one problem on one [`Roof`].
@@ -83,6 +86,15 @@ impl Roof {
                 .map(|(p, v)| (*p, limit(format!("{p}_peak"), v.value)))
                 .collect(),
             launch: None,
+            // The spec figure counts both directions; one direction gets half.
+            host_to_device: spec
+                .pcie_gbps
+                .as_ref()
+                .map(|p| limit("pcie_h2d".into(), p.value / 2.0)),
+            device_to_host: spec
+                .pcie_gbps
+                .as_ref()
+                .map(|p| limit("pcie_d2h".into(), p.value / 2.0)),
         }
     }
 
@@ -101,6 +113,19 @@ impl Roof {
         }
         roof.l2 = measured(CeilingKind::L2, "l2_bw").or(roof.l2);
         roof.launch = measured(CeilingKind::Launch, "launch").or(roof.launch);
+        let link = |entry: &str, name: &str| {
+            ceilings
+                .entries
+                .iter()
+                .find(|e| e.usable() && e.name == entry)
+                .map(|c| Limit {
+                    name: name.to_string(),
+                    value: c.value,
+                    source: format!("measured:{}", c.name),
+                })
+        };
+        roof.host_to_device = link("pcie_h2d_pinned", "pcie_h2d").or(roof.host_to_device);
+        roof.device_to_host = link("pcie_d2h_pinned", "pcie_d2h").or(roof.device_to_host);
         for p in Precision::ALL {
             if let Some(l) = measured(CeilingKind::Compute(p), &format!("{p}_peak")) {
                 roof.compute.insert(p, l);
@@ -119,13 +144,16 @@ impl Roof {
     /// The bound of `workload`; `l2_resident` makes L2, not DRAM, the memory roof. An error says
     /// why no bound exists (a missing peak or an uncalibrated L2).
     pub fn bound(&self, workload: &Workload, l2_resident: bool) -> Result<Bound, String> {
-        let memory = if l2_resident {
-            self.l2
-                .as_ref()
-                .ok_or("l2-resident: no L2 ceiling (run `roofbench calibrate`)")?
-        } else {
-            &self.dram
+        let (memory, what) = match workload.path {
+            DataPath::HostToDevice => (self.host_to_device.as_ref(), "host-to-device bandwidth"),
+            DataPath::DeviceToHost => (self.device_to_host.as_ref(), "device-to-host bandwidth"),
+            DataPath::Device if l2_resident => (self.l2.as_ref(), "L2 ceiling"),
+            DataPath::Device => (Some(&self.dram), "DRAM bandwidth"),
         };
+        let memory = memory.ok_or(format!(
+            "{} has no {what} (run `roofbench calibrate`)",
+            self.gpu
+        ))?;
         let memory_us = workload.bytes as f64 / (memory.value * 1e3);
         let mut candidates = vec![(memory_us, memory)];
         let mut compute_us = None;
@@ -172,6 +200,32 @@ mod tests {
     }
 
     #[test]
+    fn host_link_workloads_meet_the_pcie_roof() {
+        let roof = h100();
+        let spec_pcie = Catalog::embedded()
+            .get("H100 SXM")
+            .unwrap()
+            .pcie_gbps
+            .clone()
+            .unwrap();
+        let w = Workload::host_link(1 << 30, DataPath::DeviceToHost);
+        let b = roof.bound(&w, false).unwrap();
+        assert_eq!(b.limit.name, "pcie_d2h");
+        assert!((b.limit.value - spec_pcie.value / 2.0).abs() < 1e-9);
+        let measured = roof.with_measured(&ceilings(vec![
+            entry("pcie_h2d_pinned", CeilingKind::Pcie, 55.0, true),
+            entry("pcie_d2h_pinned", CeilingKind::Pcie, 50.0, true),
+        ]));
+        let b = measured.bound(&w, false).unwrap();
+        assert_eq!(
+            (b.limit.value, b.limit.source.as_str()),
+            (50.0, "measured:pcie_d2h_pinned")
+        );
+        let h2d = Workload::host_link(1 << 30, DataPath::HostToDevice);
+        assert_eq!(measured.bound(&h2d, false).unwrap().limit.value, 55.0);
+    }
+
+    #[test]
     fn memory_bound_copy_by_hand() {
         // 2 GiB moved at 3350 GB/s: 2147483648 / 3350e9 s = 641.04 µs.
         let b = h100().bound(&Workload::bytes(2 << 30), false).unwrap();
@@ -189,6 +243,7 @@ mod tests {
             bytes: 3 * n * n * 2,
             flops: 2 * n * n * n,
             precision: Some(Precision::Bf16),
+            path: Default::default(),
         };
         let roof = h100();
         let peak = roof.compute[&Precision::Bf16].value;
@@ -230,12 +285,14 @@ mod tests {
             bytes: 1,
             flops: 1,
             precision: Some(Precision::Fp4),
+            path: Default::default(),
         };
         assert!(roof.bound(&fp4, false).unwrap_err().contains("no fp4 peak"));
         let untyped = Workload {
             bytes: 1,
             flops: 1,
             precision: None,
+            path: Default::default(),
         };
         assert!(roof.bound(&untyped, false).is_err());
     }

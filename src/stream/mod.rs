@@ -145,6 +145,7 @@ impl Case for StreamCase {
                 bytes,
                 flops: 2 * self.elements as u64,
                 precision: Some(Precision::Fp32),
+                path: Default::default(),
             },
             _ => Workload::bytes(bytes),
         }

@@ -394,7 +394,8 @@ pub const DEFAULT_BUDGETS: [Budget; 3] = [
     Budget::Fraction(0.50),
 ];
 
-/// Every synthetic kind (each from its own seed) × every policy × `budgets`.
+/// Every synthetic kind (each from its own seed) × every policy × `budgets` (for the tests).
+#[cfg(test)]
 fn synthetic_rows(
     q_heads: usize,
     kv_heads: usize,
@@ -402,29 +403,90 @@ fn synthetic_rows(
     len: usize,
     budgets: &[Budget],
 ) -> Vec<AccuracyRow> {
-    Synthetic::ALL
-        .iter()
-        .zip(1u64..)
-        .flat_map(|(&kind, seed)| {
-            let capture =
-                synthetic(kind, q_heads, kv_heads, dim, len, seed).expect("a valid shape");
-            evaluate(
-                &capture,
-                kind.name(),
-                &Policy::ALL,
-                budgets,
-                &Overrides::default(),
-            )
-            .expect("a generated capture is consistent")
-        })
-        .collect()
+    let options = ReportOptions {
+        budgets: budgets.to_vec(),
+        ..ReportOptions::default()
+    };
+    synthetic_report(q_heads, kv_heads, dim, len, &options).expect("a valid shape")
 }
 
-/// Every synthetic kind × every policy × [`DEFAULT_BUDGETS`], at a Llama-3-8B-like shape
-/// (32 q heads over 8 kv heads, dim 128) and 4096 tokens (`quick`: 1024).
+fn synthetic_report(
+    q_heads: usize,
+    kv_heads: usize,
+    dim: usize,
+    len: usize,
+    o: &ReportOptions,
+) -> Result<Vec<AccuracyRow>> {
+    let mut rows = Vec::new();
+    for (&kind, seed) in Synthetic::ALL.iter().zip(1u64..) {
+        let capture = synthetic(kind, q_heads, kv_heads, dim, len, seed)?;
+        rows.extend(evaluate(
+            &capture,
+            kind.name(),
+            &o.policies,
+            &o.budgets,
+            &o.overrides,
+        )?);
+    }
+    Ok(rows)
+}
+
+/// What `roofbench accuracy` evaluates.
+#[derive(Debug, Clone)]
+pub struct ReportOptions {
+    /// Captured Q/K/V files ([`load_capture`]); none: every synthetic kind.
+    pub captures: Vec<std::path::PathBuf>,
+    pub policies: Vec<Policy>,
+    pub budgets: Vec<Budget>,
+    pub overrides: Overrides,
+    /// Synthetic data of 1024 tokens instead of 4096.
+    pub quick: bool,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        ReportOptions {
+            captures: Vec::new(),
+            policies: Policy::ALL.to_vec(),
+            budgets: DEFAULT_BUDGETS.to_vec(),
+            overrides: Overrides::default(),
+            quick: false,
+        }
+    }
+}
+
+/// The captures' rows (labelled by file name), or, with none, every synthetic kind at a
+/// Llama-3-8B-like shape (32 q heads over 8 kv heads, dim 128) and 4096 tokens (`quick`: 1024).
+pub fn report(o: &ReportOptions) -> Result<Vec<AccuracyRow>> {
+    if o.captures.is_empty() {
+        let len = if o.quick { 1024 } else { 4096 };
+        return synthetic_report(32, 8, 128, len, o);
+    }
+    let mut rows = Vec::new();
+    for path in &o.captures {
+        let capture = load_capture(path)?;
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        rows.extend(evaluate(
+            &capture,
+            &name,
+            &o.policies,
+            &o.budgets,
+            &o.overrides,
+        )?);
+    }
+    Ok(rows)
+}
+
+/// Every synthetic kind × every policy × [`DEFAULT_BUDGETS`] (see [`report`]).
 pub fn default_report(quick: bool) -> Vec<AccuracyRow> {
-    let len = if quick { 1024 } else { 4096 };
-    synthetic_rows(32, 8, 128, len, &DEFAULT_BUDGETS)
+    report(&ReportOptions {
+        quick,
+        ..ReportOptions::default()
+    })
+    .expect("the synthetic shapes are valid")
 }
 
 #[cfg(test)]
