@@ -132,6 +132,9 @@ enum Command {
         /// Synthetic data of 1024 tokens instead of 4096.
         #[arg(long)]
         quick: bool,
+        /// Synthetic data of this many tokens.
+        #[arg(long)]
+        len: Option<usize>,
         /// Results directory (an accuracy/ folder is made inside).
         #[arg(long, default_value = "results")]
         out: PathBuf,
@@ -413,6 +416,7 @@ fn dispatch(command: Command, gpus_file: Option<PathBuf>) -> Result<ExitCode> {
             window,
             h2o_history,
             quick,
+            len,
             out,
         } => {
             use roofbench::kv_evict::accuracy;
@@ -428,6 +432,7 @@ fn dispatch(command: Command, gpus_file: Option<PathBuf>) -> Result<ExitCode> {
                     h2o_history,
                 },
                 quick,
+                synthetic_len: len,
                 ..Default::default()
             };
             if !policies.is_empty() {

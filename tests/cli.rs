@@ -153,8 +153,8 @@ fn accuracy_runs_on_the_cpu_and_writes_its_table_and_plot() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_str().unwrap();
     let (code, text) = roofbench(&[
-        "accuracy", "--quick", "--policy", "h2o", "--policy", "recent", "--budget", "10%", "--out",
-        out,
+        "accuracy", "--len", "256", "--policy", "h2o", "--policy", "recent", "--budget", "10%",
+        "--out", out,
     ]);
     assert_eq!(code, 0, "{text}");
     assert!(

@@ -441,6 +441,8 @@ pub struct ReportOptions {
     pub overrides: Overrides,
     /// Synthetic data of 1024 tokens instead of 4096.
     pub quick: bool,
+    /// Synthetic data of this many tokens (overrides `quick`).
+    pub synthetic_len: Option<usize>,
 }
 
 impl Default for ReportOptions {
@@ -451,6 +453,7 @@ impl Default for ReportOptions {
             budgets: DEFAULT_BUDGETS.to_vec(),
             overrides: Overrides::default(),
             quick: false,
+            synthetic_len: None,
         }
     }
 }
@@ -459,7 +462,7 @@ impl Default for ReportOptions {
 /// Llama-3-8B-like shape (32 q heads over 8 kv heads, dim 128) and 4096 tokens (`quick`: 1024).
 pub fn report(o: &ReportOptions) -> Result<Vec<AccuracyRow>> {
     if o.captures.is_empty() {
-        let len = if o.quick { 1024 } else { 4096 };
+        let len = o.synthetic_len.unwrap_or(if o.quick { 1024 } else { 4096 });
         return synthetic_report(32, 8, 128, len, o);
     }
     let mut rows = Vec::new();
