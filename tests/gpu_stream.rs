@@ -2,36 +2,32 @@
 //! Each kernel runs on fresh random inputs, including odd sizes, into NaN/0xffffffff-poisoned
 //! outputs, and is compared with its CPU reference.
 
-use roofbench::gpu::{Gpu, GpuError};
+mod common;
+
+use common::gpu;
+use roofbench::gpu::GpuError;
 use roofbench::measure::{Harness, MeasureConfig, Mode};
 use roofbench::stream::{StreamCase, StreamOp, StreamSuite};
-use roofbench::suite::{self, Case, Suite, VerifyOutcome};
-
-fn gpu() -> Gpu {
-    Gpu::open(0).expect("these tests need a CUDA GPU")
-}
+use roofbench::suite::{Case, Suite};
 
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn every_stream_kernel_matches_the_cpu_on_odd_and_large_sizes() {
     let gpu = gpu();
-    let mut cases = StreamSuite.verify_cases();
-    // Sizes around the vector tail and one grid-stride wrap: n % 4 in {1, 2, 3}, and a size
-    // just above SMs x 2048 threads x 4 lanes x unroll 4.
-    for elements in [1usize, 2, 5, 131, 1 << 22 | 3] {
-        for op in StreamOp::ALL {
-            cases.push(Box::new(StreamCase { op, elements }));
+    let cases = || {
+        let mut cases = StreamSuite.verify_cases();
+        // Sizes around the vector tail and one grid-stride wrap: n % 4 in {1, 2, 3}, and a size
+        // just above SMs x 2048 threads x 4 lanes x unroll 4.
+        for elements in [1usize, 2, 5, 131, 1 << 22 | 3] {
+            for op in StreamOp::ALL {
+                cases.push(Box::new(StreamCase { op, elements }) as Box<dyn Case>);
+            }
         }
-    }
+        cases
+    };
     // Twice, fresh inputs and poison each time: a race would show as a result that moves.
-    let plan = [(&StreamSuite as &dyn Suite, cases)];
     for _ in 0..2 {
-        let rows = suite::verify(&gpu, &plan);
-        let bad: Vec<_> = rows
-            .iter()
-            .filter(|r| r.outcome != VerifyOutcome::Pass)
-            .collect();
-        assert!(bad.is_empty(), "{bad:#?}");
+        common::assert_all_verify(&gpu, &StreamSuite, cases());
     }
 }
 
