@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use roofbench::gpu::{self, Gpu, GpuError};
 use roofbench::measure::{MeasureConfig, Mode};
 use roofbench::predict::{self, Format};
-use roofbench::report::table;
+use roofbench::report::{table, ResultRow};
 use roofbench::roofline::calibrate::{self, CalibrateOptions};
 use roofbench::roofline::Catalog;
 use roofbench::suite::{self, Case, Plan, RunOptions, Suite, VerifyOutcome};
@@ -183,6 +183,36 @@ enum Command {
     },
 }
 
+/// Each suite's goals on this run's rows: a table, and `<dir>/<suite>-goals.json`.
+fn print_goals(plans: &[Plan<'_>], rows: &[ResultRow], dir: &std::path::Path) -> Result<()> {
+    for (suite, _) in plans {
+        let suite_rows: Vec<ResultRow> = rows
+            .iter()
+            .filter(|r| r.suite == suite.name())
+            .cloned()
+            .collect();
+        let goals = suite.goals(&suite_rows);
+        if goals.is_empty() {
+            continue;
+        }
+        let mut t = table(["goal", "value", "target", "met", "from"]);
+        for g in &goals {
+            t.add_row([
+                g.name.clone(),
+                format!("{:.3}", g.value),
+                g.target.clone(),
+                if g.met { "yes" } else { "NO" }.to_string(),
+                g.detail.clone(),
+            ]);
+        }
+        println!("{} goals (ratios of this run's rows):\n{t}", suite.name());
+        let path = dir.join(format!("{}-goals.json", suite.name()));
+        std::fs::write(&path, serde_json::to_string_pretty(&goals)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// The GPU predictions are shown for when none is named (and the main job shows without a GPU).
 const DEFAULT_PREDICT_GPU: &str = "H100 SXM";
 
@@ -335,6 +365,7 @@ fn dispatch(command: Command, gpus_file: Option<PathBuf>) -> Result<ExitCode> {
             let rows = suite::run(&gpu, &plans, &opts)?;
             println!("{}", roofbench::report::results_table(&rows));
             let slug = gpu.info().slug();
+            print_goals(&plans, &rows, &opts.out_dir.join(&slug))?;
             for path in roofbench::report::plot::plot_results_dir(
                 &opts.out_dir,
                 Some(&slug),

@@ -9,6 +9,7 @@
 pub mod accuracy;
 pub mod block_manager;
 pub mod config;
+mod goals;
 mod page_moves;
 pub mod policy;
 mod prepared;
@@ -214,5 +215,9 @@ impl Suite for KvEvictSuite {
 
     fn parse_case(&self, spec: &str) -> Result<Box<dyn Case>> {
         parse(spec)
+    }
+
+    fn goals(&self, rows: &[crate::report::ResultRow]) -> Vec<crate::suite::Goal> {
+        goals::goals(rows)
     }
 }

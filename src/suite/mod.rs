@@ -35,6 +35,25 @@ pub trait Suite: Sync {
     fn verify_cases(&self) -> Vec<Box<dyn Case>> {
         self.default_cases(true)
     }
+    /// The suite's goals, as ratios of the rows of one run (empty where the run lacks the rows
+    /// a goal compares).
+    fn goals(&self, _rows: &[crate::report::ResultRow]) -> Vec<Goal> {
+        Vec::new()
+    }
+}
+
+/// One goal of a suite, evaluated on measured rows of one run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Goal {
+    /// What is compared, e.g. `evict/h2o-25% vs one decode step`.
+    pub name: String,
+    /// The measured ratio or percentage.
+    pub value: f64,
+    /// The target, e.g. `<= 0.10`.
+    pub target: String,
+    pub met: bool,
+    /// The rows it comes from.
+    pub detail: String,
 }
 
 pub trait Case {
