@@ -13,12 +13,14 @@ fn built_with_kernels() -> bool {
     true
 }
 
-/// Every kernel the Rust side launches: the suites' and the calibration's.
+/// Every kernel the Rust side launches: the suites', the calibration's, and the GEMM operand
+/// quantizer's (not a suite yet; its GPU tests launch every one).
 fn launched_kernels() -> Vec<String> {
     let mut names: Vec<String> = roofbench::suites()
         .iter()
         .flat_map(|s| s.kernel_names())
         .collect();
+    names.extend(roofbench::gemm::kernel_names());
     names.extend(
         roofbench::roofline::calibrate::KERNELS
             .iter()

@@ -1,0 +1,21 @@
+//! Quantized GEMM (issue 7): `Y[M,N] = X[M,K] · W[N,K]ᵀ` with FP8 (E4M3, E5M2) or INT8 inputs
+//! and BF16 output, as in transformer linear layers.
+//!
+//! - [`quant`]: the formats, the scaling schemes (per-tensor; per-token × per-channel; 1×128
+//!   activation and 128×128 weight blocks) and the CPU quantizer, whose arithmetic the GPU one
+//!   reproduces bit for bit;
+//! - [`quant_gpu`]: the launches of `kernels/gemm/quantize.cu` (BF16 in, codes and f32 scales
+//!   out);
+//! - [`accuracy`]: what quantization costs in accuracy, per real model shape, scheme and format,
+//!   computed on the CPU.
+
+pub mod accuracy;
+pub mod quant;
+pub mod quant_gpu;
+
+pub use quant::{quantize, Operand, QuantFormat, Quantized, Scheme};
+
+/// Every kernel of the family, for the embedded-kernel checks.
+pub fn kernel_names() -> Vec<String> {
+    quant_gpu::kernel_names()
+}
