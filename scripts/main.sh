@@ -3,8 +3,8 @@
 # With a GPU: calibrates the GPU's ceilings once (results/<gpu>/ceilings.json), then measures
 # every suite against them: results/<gpu>/<suite>.csv|json and the plots roofline.svg,
 # <suite>-pct.svg. Without one: says so and shows PREDICTED roofline bounds for an H100 SXM.
-# Either way it ends with the accuracy deltas of the KV-cache eviction policies (CPU, f64):
-# results/accuracy/kv_evict.csv and kv_evict-error-vs-budget.svg.
+# Either way it ends with the accuracy deltas (CPU, f64) of the KV-cache eviction policies and
+# of the FP8/INT8 GEMM quantization schemes: results/accuracy/.
 # Arguments go to `roofbench run` (e.g. --quick, stream --case copy:2GiB, --predict-gpu H200).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -98,10 +98,19 @@ enum Command {
         #[arg(long)]
         if_missing: bool,
     },
-    /// Accuracy deltas of the KV-cache eviction policies, on the CPU (no GPU needed): relative
-    /// error of the attention output, attention-mass recall and needle recall against the full
-    /// cache; a table, <out>/accuracy/kv_evict.csv and kv_evict-error-vs-budget.svg.
+    /// Accuracy deltas on the CPU (no GPU needed), a table and <out>/accuracy/<report>.csv|json|svg.
+    /// kv_evict: relative error of the attention output, attention-mass recall and needle recall
+    /// of each eviction policy and budget against the full cache. gemm: SQNR, relative Frobenius
+    /// error, cosine and max abs error of FP8/INT8 quantization schemes on real model shapes.
     Accuracy {
+        /// Which reports: kv_evict, gemm (default: both).
+        reports: Vec<String>,
+        /// gemm: a shape (repeatable): MxNxK, or a model shape name (e.g. llama3-70b-o) with M = --tokens.
+        #[arg(long = "shape")]
+        shapes: Vec<String>,
+        /// gemm: tokens (M) of the shapes given with --shape.
+        #[arg(long, default_value_t = 128)]
+        tokens: usize,
         /// A Q/K/V capture of your model (repeatable): .safetensors with tensors q, k, v, or .npz,
         /// or a folder / path prefix with q.npy, k.npy, v.npy; shapes [len, heads, dim]. Default:
         /// synthetic attention (heavy hitters, recency, needles, gaussian).
@@ -181,6 +190,25 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+}
+
+/// An accuracy report's rows with what produced them, as `<dir>/<name>.json` (the CSV is for
+/// spreadsheets).
+fn write_accuracy_json(
+    dir: &std::path::Path,
+    name: &str,
+    rows: &impl serde::Serialize,
+) -> Result<()> {
+    let path = dir.join(format!("{name}.json"));
+    let document = serde_json::json!({
+        "computed_on": "cpu (f64 references; no GPU involved)",
+        "commit": roofbench::gpu::embedded::GIT_COMMIT,
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+        "rows": rows,
+    });
+    std::fs::write(&path, serde_json::to_string_pretty(&document)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Each suite's goals on this run's rows: a table, and `<dir>/<suite>-goals.json`.
@@ -438,6 +466,9 @@ fn dispatch(command: Command, gpus_file: Option<PathBuf>) -> Result<ExitCode> {
             })
         }
         Command::Accuracy {
+            reports,
+            shapes,
+            tokens,
             data,
             policies,
             budgets,
@@ -450,48 +481,77 @@ fn dispatch(command: Command, gpus_file: Option<PathBuf>) -> Result<ExitCode> {
             len,
             out,
         } => {
-            use roofbench::kv_evict::accuracy;
-            use roofbench::kv_evict::policy::{Budget, Policy};
-            let mut options = accuracy::ReportOptions {
-                captures: data,
-                overrides: accuracy::Overrides {
-                    sinks,
-                    recent,
-                    pool_kernel: pool,
-                    window,
-                    seed: None,
-                    h2o_history,
-                },
-                quick,
-                synthetic_len: len,
-                ..Default::default()
-            };
-            if !policies.is_empty() {
-                options.policies = policies
-                    .iter()
-                    .map(|p| Policy::parse(p))
-                    .collect::<Result<_>>()?;
+            let known = ["kv_evict", "gemm"];
+            if let Some(bad) = reports.iter().find(|r| !known.contains(&r.as_str())) {
+                bail!(
+                    "unknown accuracy report `{bad}` (known: {})",
+                    known.join(", ")
+                );
             }
-            if !budgets.is_empty() {
-                options.budgets = budgets
-                    .iter()
-                    .map(|b| Budget::parse(b))
-                    .collect::<Result<_>>()?;
-            }
-            let rows = accuracy::report(&options)?;
-            println!("{}", accuracy::render_table(&rows));
+            let wants = |r: &str| reports.is_empty() || reports.iter().any(|x| x == r);
             let dir = out.join("accuracy");
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let (csv, svg) = (
-                dir.join("kv_evict.csv"),
-                dir.join("kv_evict-error-vs-budget.svg"),
-            );
-            accuracy::write_csv(&rows, &csv)?;
-            accuracy::error_vs_budget_svg(&rows, &svg)?;
+            if wants("kv_evict") {
+                use roofbench::kv_evict::accuracy;
+                use roofbench::kv_evict::policy::{Budget, Policy};
+                let mut options = accuracy::ReportOptions {
+                    captures: data,
+                    overrides: accuracy::Overrides {
+                        sinks,
+                        recent,
+                        pool_kernel: pool,
+                        window,
+                        seed: None,
+                        h2o_history,
+                    },
+                    quick,
+                    synthetic_len: len,
+                    ..Default::default()
+                };
+                if !policies.is_empty() {
+                    options.policies = policies
+                        .iter()
+                        .map(|p| Policy::parse(p))
+                        .collect::<Result<_>>()?;
+                }
+                if !budgets.is_empty() {
+                    options.budgets = budgets
+                        .iter()
+                        .map(|b| Budget::parse(b))
+                        .collect::<Result<_>>()?;
+                }
+                let rows = accuracy::report(&options)?;
+                println!(
+                    "KV-cache eviction policies vs the full cache:\n{}",
+                    accuracy::render_table(&rows)
+                );
+                let svg = dir.join("kv_evict-error-vs-budget.svg");
+                accuracy::write_csv(&rows, &dir.join("kv_evict.csv"))?;
+                accuracy::error_vs_budget_svg(&rows, &svg)?;
+                write_accuracy_json(&dir, "kv_evict", &rows)?;
+            }
+            if wants("gemm") {
+                use roofbench::gemm::accuracy;
+                let options = accuracy::ReportOptions {
+                    shapes: shapes
+                        .iter()
+                        .map(|s| accuracy::GemmShape::parse(s, tokens))
+                        .collect::<Result<_>>()?,
+                    quick,
+                    ..Default::default()
+                };
+                let rows = accuracy::report(&options)?;
+                println!(
+                    "Quantized GEMM (FP8/INT8 schemes vs BF16):\n{}",
+                    accuracy::render_table(&rows)
+                );
+                accuracy::write_csv(&rows, &dir.join("gemm.csv"))?;
+                accuracy::sqnr_svg(&rows, &dir.join("gemm-sqnr.svg"))?;
+                write_accuracy_json(&dir, "gemm", &rows)?;
+            }
             println!(
-                "wrote {} and {} (CPU, f64: no GPU involved)",
-                csv.display(),
-                svg.display()
+                "wrote {} (CPU, f64 references: no GPU involved)",
+                dir.display()
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -153,8 +153,8 @@ fn accuracy_runs_on_the_cpu_and_writes_its_table_and_plot() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_str().unwrap();
     let (code, text) = roofbench(&[
-        "accuracy", "--len", "256", "--policy", "h2o", "--policy", "recent", "--budget", "10%",
-        "--out", out,
+        "accuracy", "kv_evict", "--len", "256", "--policy", "h2o", "--policy", "recent",
+        "--budget", "10%", "--out", out,
     ]);
     assert_eq!(code, 0, "{text}");
     assert!(
@@ -168,7 +168,7 @@ fn accuracy_runs_on_the_cpu_and_writes_its_table_and_plot() {
         .path()
         .join("accuracy/kv_evict-error-vs-budget.svg")
         .exists());
-    let (code, text) = roofbench(&["accuracy", "--policy", "lru", "--out", out]);
+    let (code, text) = roofbench(&["accuracy", "kv_evict", "--policy", "lru", "--out", out]);
     assert_eq!(code, 1);
     assert!(text.contains("lru") && text.contains("h2o"), "{text}");
     let (code, text) = roofbench(&[
@@ -190,4 +190,25 @@ fn every_built_in_case_parses() {
         assert!(!suite.default_cases(true).is_empty(), "{}", suite.name());
         assert!(!suite.verify_cases().is_empty(), "{}", suite.name());
     }
+}
+
+#[test]
+fn gemm_accuracy_runs_on_the_cpu_for_user_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let (code, text) = roofbench(&["accuracy", "gemm", "--shape", "7x200x130", "--out", out]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("per-tensor") && text.contains("block128"),
+        "{text}"
+    );
+    let json = std::fs::read_to_string(dir.path().join("accuracy/gemm.json")).unwrap();
+    assert!(
+        json.contains("\"commit\"") && json.contains("7x200x130"),
+        "{json}"
+    );
+    assert!(dir.path().join("accuracy/gemm-sqnr.svg").exists());
+    let (code, text) = roofbench(&["accuracy", "fft", "--out", out]);
+    assert_eq!(code, 1);
+    assert!(text.contains("kv_evict, gemm"), "{text}");
 }
