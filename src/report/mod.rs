@@ -7,4 +7,4 @@ mod writer;
 
 pub use row::ResultRow;
 pub use table::{results_table, table, verify_table};
-pub use writer::{now, read_csv, ResultsWriter, RunMetadata};
+pub use writer::{now, read_csv, write_rows_csv, ResultsWriter, RunMetadata};

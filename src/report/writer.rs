@@ -131,6 +131,17 @@ pub fn read_csv(path: &Path) -> Result<Vec<ResultRow>> {
         .with_context(|| format!("{} does not match the results schema", path.display()))
 }
 
+/// Any serializable rows as CSV with a header (the accuracy reports' tables).
+pub fn write_rows_csv<T: serde::Serialize>(rows: &[T], path: &Path) -> Result<()> {
+    let mut w =
+        csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
+    for r in rows {
+        w.serialize(r)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,10 +32,11 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
+pub use crate::report::write_rows_csv as write_csv;
 pub use data::{
     gaussian, outlier_channels, outliers, weights, DataKind, OUTLIER_FACTOR, OUTLIER_SHARE,
 };
-pub use output::{render_table, sqnr_svg, write_csv};
+pub use output::{render_table, sqnr_svg};
 
 use super::quant::{quantize, round_bf16_f64, Operand, QuantFormat, Scheme};
 

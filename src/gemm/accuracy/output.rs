@@ -2,12 +2,13 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use comfy_table::{Cell, CellAlignment};
 use plotters::prelude::*;
 
 use super::{AccuracyRow, BASELINE_FORMAT};
 use crate::gemm::quant::QuantFormat;
+use crate::report::plot::distinct;
 use crate::report::table;
 
 fn db(v: f64) -> String {
@@ -59,27 +60,6 @@ pub fn render_table(rows: &[AccuracyRow]) -> String {
         ]);
     }
     t.to_string()
-}
-
-pub fn write_csv(rows: &[AccuracyRow], path: &Path) -> Result<()> {
-    let mut w =
-        csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
-    for r in rows {
-        w.serialize(r)?;
-    }
-    w.flush()?;
-    Ok(())
-}
-
-/// Distinct values in first-seen order.
-fn distinct<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
-    let mut seen: Vec<&str> = Vec::new();
-    for v in values {
-        if !seen.contains(&v) {
-            seen.push(v);
-        }
-    }
-    seen
 }
 
 fn format_colour(format: &str) -> RGBColor {

@@ -31,8 +31,9 @@ use anyhow::{bail, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 
+pub use crate::report::write_rows_csv as write_csv;
 pub use load::load_capture;
-pub use output::{error_vs_budget_svg, render_table, write_csv};
+pub use output::{error_vs_budget_svg, render_table};
 pub use synthetic::{synthetic, Synthetic};
 
 use super::policy::{attention_mass, plan_kept, sum_in_row_order, Budget, Policy, PolicyParams};

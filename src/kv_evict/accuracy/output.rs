@@ -2,12 +2,13 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use comfy_table::{Cell, CellAlignment};
 use plotters::prelude::*;
 
 use super::AccuracyRow;
 use crate::kv_evict::policy::Policy;
+use crate::report::plot::distinct;
 use crate::report::table;
 
 /// One line per row, in order.
@@ -43,29 +44,8 @@ pub fn render_table(rows: &[AccuracyRow]) -> String {
     t.to_string()
 }
 
-pub fn write_csv(rows: &[AccuracyRow], path: &Path) -> Result<()> {
-    let mut w =
-        csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
-    for r in rows {
-        w.serialize(r)?;
-    }
-    w.flush()?;
-    Ok(())
-}
-
 /// Errors below this are drawn at it: the log axis has no 0 (a full budget is exact).
 const ERROR_FLOOR: f64 = 1e-6;
-
-/// Distinct values in first-seen order.
-fn distinct<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
-    let mut seen: Vec<&str> = Vec::new();
-    for v in values {
-        if !seen.contains(&v) {
-            seen.push(v);
-        }
-    }
-    seen
-}
 
 /// `(kept share of the cache, mean relative error)` of `policy` on `data`, by budget.
 fn curve(rows: &[AccuracyRow], data: &str, policy: &str) -> Vec<(f64, f64)> {
