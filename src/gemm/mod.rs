@@ -10,6 +10,7 @@
 //!   computed on the CPU.
 
 pub mod accuracy;
+pub mod paths;
 pub mod quant;
 pub mod quant_gpu;
 

@@ -621,6 +621,13 @@ impl<T> Buffer<T> {
     pub fn bytes(&self) -> u64 {
         (self.len * std::mem::size_of::<T>()) as u64
     }
+
+    /// The buffer's device address, for arguments that embed it (TMA tensor maps, structs).
+    /// The address stays valid while the buffer lives; the caller orders its use on `gpu`'s
+    /// stream, which is the only stream roofbench uses.
+    pub fn device_address(&self, gpu: &Gpu) -> u64 {
+        self.slice.device_ptr(&gpu.stream).0
+    }
 }
 
 /// Page-locked host memory (see [`Gpu::alloc_pinned`]).

@@ -1,0 +1,141 @@
+//! The GEMM kernels ("paths") of `kernels/gemm/`, behind one interface: which problems a path
+//! can compute, and the launches that compute one.
+//!
+//! Every path computes `Y[M,N] = epilogue(X[M,K] · W[N,K]ᵀ)` with X and W row-major (K
+//! contiguous, the "TN" layout of linear layers) and Y row-major BF16. The epilogue multiplies by
+//! the scales of [`Scheme`] (layouts in [`super::quant`]) and adds an optional BF16 bias `[N]`.
+//!
+//! Every kernel takes the same trailing arguments, in this order (a null pointer for an absent
+//! scale or bias):
+//! `bf16* y, const float* scale_x, const float* scale_w, const bf16* bias, int m, int n, int k,
+//! int scale_mode` with `scale_mode` one of [`ScaleMode`]. Paths that read X and W through
+//! pointers take `const void* x, const void* w` before them; the TMA path takes two
+//! `CUtensorMap`s instead.
+
+use std::fmt;
+
+use anyhow::Result;
+
+use super::quant::{QuantFormat, Scheme};
+use crate::gpu::{Buffer, Gpu, GpuResult};
+
+/// What X and W hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Inputs {
+    /// Both BF16, unscaled (the baseline).
+    Bf16,
+    /// Both quantized to the same 8-bit format, each with the scheme's scales.
+    Quantized(QuantFormat),
+    /// W quantized (with the scheme's W scales), X BF16 unscaled: weight-only decode GEMMs.
+    WeightOnly(QuantFormat),
+}
+
+impl Inputs {
+    /// Bytes per element of X and of W.
+    pub fn element_bytes(self) -> (usize, usize) {
+        match self {
+            Inputs::Bf16 => (2, 2),
+            Inputs::Quantized(_) => (1, 1),
+            Inputs::WeightOnly(_) => (2, 1),
+        }
+    }
+
+    pub fn format(self) -> Option<QuantFormat> {
+        match self {
+            Inputs::Bf16 => None,
+            Inputs::Quantized(f) | Inputs::WeightOnly(f) => Some(f),
+        }
+    }
+}
+
+impl fmt::Display for Inputs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Inputs::Bf16 => f.write_str("bf16"),
+            Inputs::Quantized(q) => write!(f, "{q}"),
+            Inputs::WeightOnly(q) => write!(f, "w{q}-abf16"),
+        }
+    }
+}
+
+/// The kernels' `int scale_mode` argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum ScaleMode {
+    /// BF16 inputs: no scales (both pointers null).
+    None = 0,
+    /// `scale_x[0] * scale_w[0]` for every output.
+    PerTensor = 1,
+    /// `scale_x[m] * scale_w[n]`.
+    PerTokenPerChannel = 2,
+    /// Per K block `kb` of 128: `scale_x[m][kb] * scale_w[n / 128][kb]`, applied to each
+    /// block's partial sum before it is added to the f32 accumulator (row-major,
+    /// `ceil(K/128)` columns each).
+    Block128 = 3,
+}
+
+impl ScaleMode {
+    pub fn of(inputs: Inputs, scheme: Option<Scheme>) -> ScaleMode {
+        match (inputs, scheme) {
+            (Inputs::Bf16, _) | (_, None) => ScaleMode::None,
+            (_, Some(Scheme::PerTensor)) => ScaleMode::PerTensor,
+            (_, Some(Scheme::PerTokenPerChannel)) => ScaleMode::PerTokenPerChannel,
+            (_, Some(Scheme::Block128)) => ScaleMode::Block128,
+        }
+    }
+}
+
+/// One GEMM as the kernels see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Problem {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub inputs: Inputs,
+    /// None exactly when `inputs` is BF16. For weight-only inputs only W's scales exist
+    /// (`scale_x` is null).
+    pub scheme: Option<Scheme>,
+    pub bias: bool,
+}
+
+impl Problem {
+    pub fn scale_mode(&self) -> ScaleMode {
+        ScaleMode::of(self.inputs, self.scheme)
+    }
+}
+
+/// The device buffers of one problem. X and W are raw bytes (BF16 as its two bytes, INT8 as
+/// two's complement); Y and bias are BF16 bits.
+pub struct Operands<'a> {
+    pub x: &'a Buffer<u8>,
+    pub w: &'a Buffer<u8>,
+    pub y: &'a Buffer<u16>,
+    pub scale_x: Option<&'a Buffer<f32>>,
+    pub scale_w: Option<&'a Buffer<f32>>,
+    pub bias: Option<&'a Buffer<u16>>,
+}
+
+/// A device's architecture, as `(major, minor)` compute capability.
+pub type Arch = (u32, u32);
+
+/// One family of GEMM kernels.
+pub trait GemmPath: Sync {
+    /// Short name used on the command line and in result rows: `wgmma`, `mma`, `stream`, `simt`.
+    fn name(&self) -> &'static str;
+    /// Every kernel this path may launch (checked against the embedded build by the tests).
+    fn kernel_names(&self) -> Vec<String>;
+    /// Ok, or why not, naming the constraint (e.g. "K must be a multiple of 16 (TMA needs
+    /// 16-byte row strides); got K = 100").
+    fn supports(&self, problem: &Problem, arch: Arch) -> std::result::Result<(), String>;
+    /// Loads the kernels and decides the launch geometry (tile shape, grid, shared memory).
+    fn prepare(&self, gpu: &Gpu, problem: &Problem) -> Result<Box<dyn GemmLaunch>>;
+}
+
+/// The prepared launches of one problem on one path.
+pub trait GemmLaunch {
+    /// Enqueues the GEMM on the device stream (no synchronisation). Must be callable repeatedly
+    /// and inside CUDA graph capture; it may cache state derived from the operands' addresses.
+    fn enqueue(&mut self, gpu: &Gpu, operands: &Operands) -> GpuResult<()>;
+    /// A one-line description of the configuration (tile, stages, grid), for result rows.
+    fn describe(&self) -> String;
+}
