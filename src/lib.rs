@@ -21,6 +21,7 @@ pub fn suites() -> Vec<&'static dyn Suite> {
         &stream::StreamSuite,
         &attention::AttentionSuite,
         &kv_evict::KvEvictSuite,
+        &gemm::GemmSuite,
     ]
 }
 

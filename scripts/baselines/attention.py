@@ -32,7 +32,8 @@ COLUMNS = [  # the CSV header of roofbench's results (src/report/row.rs), in ord
     "suite", "case", "kernel", "provider", "dtype", "params", "mode", "status", "samples", "median_us",
     "p10_us", "p90_us", "mean_us", "stdev_us", "rel_ci", "launches_per_sample", "bytes", "flops", "gbps",
     "tflops", "ceiling", "ceiling_source", "ceiling_value", "pct_of_ceiling", "bound_us", "pct_of_spec",
-    "pct_of_copy", "tokens_per_s", "verified", "max_rel_err", "clock_warning", "gpu", "sm_clock_mhz",
+    "pct_of_copy", "tokens_per_s", "verified", "max_rel_err", "sqnr_db", "kernel_sqnr_db",
+    "speedup_vs_bf16", "speedup_vs_cublaslt_bf16", "clock_warning", "gpu", "sm_clock_mhz",
     "mem_clock_mhz", "driver", "cuda", "commit", "timestamp", "note",
 ]
 

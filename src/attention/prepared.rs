@@ -368,6 +368,7 @@ impl PreparedAttention {
                 ),
                 Some(f) => format!("{failures} elements outside the bound; first {f}"),
             },
+            accuracy: None,
         })
     }
 
@@ -430,6 +431,7 @@ impl PreparedAttention {
                     mismatches.len()
                 ),
             },
+            accuracy: None,
         })
     }
 }

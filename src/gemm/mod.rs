@@ -6,17 +6,30 @@
 //!   reproduces bit for bit;
 //! - [`quant_gpu`]: the launches of `kernels/gemm/quantize.cu` (BF16 in, codes and f32 scales
 //!   out);
+//! - [`paths`]: the GEMM kernels of `kernels/gemm/`, one module per family (wgmma, mma.sync,
+//!   small-M streaming, CUDA-core fallback) behind one interface;
+//! - [`config`], [`suite`], [`goals`]: the `gemm` suite: cases, our kernels beside cuBLASLt,
+//!   verification against f64 CPU references with accuracy deltas, the goals;
 //! - [`accuracy`]: what quantization costs in accuracy, per real model shape, scheme and format,
 //!   computed on the CPU.
 
 pub mod accuracy;
+pub mod config;
+pub mod goals;
 pub mod paths;
+mod prepared;
 pub mod quant;
 pub mod quant_gpu;
+mod quantize_case;
+pub mod suite;
 
+pub use config::GemmConfig;
 pub use quant::{quantize, Operand, QuantFormat, Quantized, Scheme};
+pub use suite::GemmSuite;
 
 /// Every kernel of the family, for the embedded-kernel checks.
 pub fn kernel_names() -> Vec<String> {
-    quant_gpu::kernel_names()
+    let mut names = quant_gpu::kernel_names();
+    names.extend(paths::kernel_names());
+    names
 }

@@ -270,11 +270,13 @@ impl Prepared for PreparedPageMoves {
                     "{} blocks ({bytes} bytes) moved exactly, nothing else touched",
                     self.c.blocks
                 ),
+                accuracy: None,
             },
             Some(why) => Check {
                 passed: false,
                 max_rel_err: 1.0,
                 detail: why,
+                accuracy: None,
             },
         })
     }

@@ -707,6 +707,7 @@ impl PreparedEviction {
             passed: true,
             max_rel_err,
             detail: details.join("; "),
+            accuracy: None,
         })
     }
 }
@@ -716,6 +717,7 @@ fn failed(detail: String) -> Check {
         passed: false,
         max_rel_err: 1.0,
         detail,
+        accuracy: None,
     }
 }
 

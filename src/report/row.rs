@@ -46,6 +46,15 @@ pub struct ResultRow {
     pub tokens_per_s: Option<f64>,
     pub verified: bool,
     pub max_rel_err: Option<f64>,
+    /// Quantized outputs: SQNR (dB) against the f64 result of the original full-precision
+    /// inputs (what quantization costs), and against the dequantized inputs (the kernel's own
+    /// error), on the verified elements.
+    pub sqnr_db: Option<f64>,
+    pub kernel_sqnr_db: Option<f64>,
+    /// GEMMs: the BF16 GEMM of the same shape in the same run (our kernel; cuBLASLt's) divided
+    /// by this row's median: the speedup a quantized format buys.
+    pub speedup_vs_bf16: Option<f64>,
+    pub speedup_vs_cublaslt_bf16: Option<f64>,
     /// Set when the SM clock dropped or a throttle reason was active during sampling.
     pub clock_warning: String,
     pub gpu: String,

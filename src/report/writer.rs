@@ -112,6 +112,19 @@ impl ResultsWriter {
             .with_context(|| format!("cannot write {}", self.json_path.display()))
     }
 
+    /// Replaces every row written so far (a suite's annotations after its last case), rewriting
+    /// both files.
+    pub fn replace_rows(&mut self, rows: Vec<ResultRow>) -> Result<()> {
+        let file = File::create(&self.csv_path)
+            .with_context(|| format!("cannot write {}", self.csv_path.display()))?;
+        self.csv = csv::Writer::from_writer(file);
+        self.rows.clear();
+        for row in rows {
+            self.append(row)?;
+        }
+        Ok(())
+    }
+
     pub fn csv_path(&self) -> &Path {
         &self.csv_path
     }

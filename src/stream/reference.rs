@@ -55,6 +55,7 @@ pub fn check_sum(block_partials: &[u64], words: &[u32]) -> Check {
             words.len(),
             block_partials.len()
         ),
+        accuracy: None,
     }
 }
 
@@ -80,6 +81,7 @@ pub fn check_equal(got: &[u32], want: impl Fn(usize) -> u32 + Sync) -> Check {
         passed: mismatches.is_empty(),
         max_rel_err: if mismatches.is_empty() { 0.0 } else { 1.0 },
         detail,
+        accuracy: None,
     }
 }
 
@@ -127,6 +129,7 @@ pub fn check_triad(a: &[f32], b: &[f32], c: &[f32], s: f32) -> Check {
         passed,
         max_rel_err,
         detail,
+        accuracy: None,
     }
 }
 

@@ -40,6 +40,11 @@ pub trait Suite: Sync {
     fn goals(&self, _rows: &[crate::report::ResultRow]) -> Vec<Goal> {
         Vec::new()
     }
+    /// Fills columns that compare rows of one run (e.g. speedups over a baseline case); called
+    /// once the suite's cases are measured. Returns whether it changed anything.
+    fn annotate(&self, _rows: &mut [crate::report::ResultRow]) -> bool {
+        false
+    }
 }
 
 /// One goal of a suite, evaluated on measured rows of one run.
@@ -92,6 +97,8 @@ pub enum Provider {
     Roofbench,
     /// The CUDA driver's own operation (cuMemcpyDtoDAsync, cuMemsetD32Async).
     Driver,
+    /// NVIDIA's cuBLASLt library.
+    CublasLt,
 }
 
 impl Provider {
@@ -99,6 +106,7 @@ impl Provider {
         match self {
             Provider::Roofbench => "roofbench",
             Provider::Driver => "driver",
+            Provider::CublasLt => "cublaslt",
         }
     }
 }
@@ -120,6 +128,20 @@ pub struct Check {
     pub max_rel_err: f64,
     /// What was compared, and the first mismatch if any.
     pub detail: String,
+    /// For quantized operations: the output's accuracy against full-precision references.
+    pub accuracy: Option<AccuracyDelta>,
+}
+
+/// What a quantized kernel's output loses, measured on the verified elements.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AccuracyDelta {
+    /// SQNR (dB) and relative Frobenius error against the f64 GEMM of the original (BF16)
+    /// inputs: quantization and kernel together.
+    pub sqnr_db: f64,
+    pub rel_fro: f64,
+    /// The same against the f64 GEMM of the dequantized inputs: the kernel's own error.
+    pub kernel_sqnr_db: f64,
+    pub kernel_rel_fro: f64,
 }
 
 pub trait Prepared {

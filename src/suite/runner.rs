@@ -110,6 +110,10 @@ fn measured_row(
         Ok(c) => {
             row.verified = c.passed;
             row.max_rel_err = Some(c.max_rel_err);
+            if let Some(a) = &c.accuracy {
+                row.sqnr_db = Some(a.sqnr_db);
+                row.kernel_sqnr_db = Some(a.kernel_sqnr_db);
+            }
             row.status = if c.passed { "ok" } else { "failed" }.into();
             if !c.passed {
                 row.note = format!("{} {}", c.detail, row.note).trim().to_string();
@@ -207,6 +211,10 @@ pub fn run(gpu: &Gpu, plans: &[Plan<'_>], opts: &RunOptions) -> Result<Vec<Resul
                 }
             }
             bar.inc(1);
+        }
+        let mut rows = writer.rows().to_vec();
+        if suite.annotate(&mut rows) {
+            writer.replace_rows(rows)?;
         }
         all.extend_from_slice(writer.rows());
         bar.println(format!(

@@ -138,4 +138,82 @@ pub trait GemmLaunch {
     fn enqueue(&mut self, gpu: &Gpu, operands: &Operands) -> GpuResult<()>;
     /// A one-line description of the configuration (tile, stages, grid), for result rows.
     fn describe(&self) -> String;
+    /// How the kernel accumulates, from which verification derives its tolerance.
+    fn accumulation(&self) -> Accumulation {
+        Accumulation::F32
+    }
+}
+
+/// The rounding of a kernel's accumulation: each of `ceil(K / k_per_rounding)` additions into
+/// the accumulator may err by `roundoff` relative to the running sum.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Accumulation {
+    pub roundoff: f64,
+    pub k_per_rounding: usize,
+}
+
+impl Accumulation {
+    /// f32 accumulation: 2^-24 for round-to-nearest, doubled because tensor cores may truncate
+    /// when they align addends; one rounding per product at worst.
+    pub const F32: Accumulation = Accumulation {
+        roundoff: 1.0 / (1u64 << 23) as f64,
+        k_per_rounding: 1,
+    };
+    /// FP8 wgmma partial sums kept in Hopper's accumulator across K blocks: it keeps about 14
+    /// significant bits (DeepSeek-V3 report, section 3.3.2), so 2^-13 per k32 instruction.
+    pub const HOPPER_FP8: Accumulation = Accumulation {
+        roundoff: 1.0 / (1u64 << 13) as f64,
+        k_per_rounding: 32,
+    };
+
+    /// The classical bound `γ_n · Σ|x_k·w_k|` on the error of an `n`-term recursive sum, with
+    /// four more roundings for the scales and the bias.
+    pub fn error_bound(&self, k: usize, abs_sum: f64) -> f64 {
+        let n = (k.div_ceil(self.k_per_rounding) + 4) as f64;
+        let nu = n * self.roundoff;
+        if nu >= 1.0 {
+            abs_sum
+        } else {
+            nu / (1.0 - nu) * abs_sum
+        }
+    }
+}
+
+/// Every path, in the order [`auto`] prefers them: the small-M streaming kernels first (they
+/// alone reach memory bandwidth at decode sizes), then Hopper's wgmma, the mma.sync path of
+/// sm_80 and newer, and last the CUDA-core fallback that takes any shape.
+pub fn all() -> Vec<&'static dyn GemmPath> {
+    Vec::new()
+}
+
+/// The path named `name`.
+pub fn by_name(name: &str) -> Result<&'static dyn GemmPath> {
+    let paths = all();
+    match paths.iter().find(|p| p.name() == name) {
+        Some(p) => Ok(*p),
+        None => {
+            let names: Vec<&str> = paths.iter().map(|p| p.name()).collect();
+            anyhow::bail!(
+                "unknown GEMM path `{name}`: one of auto, all, {}",
+                names.join(", ")
+            )
+        }
+    }
+}
+
+/// The first path of [`all`] that supports `problem` on `arch`, or every path's reason.
+pub fn auto(problem: &Problem, arch: Arch) -> std::result::Result<&'static dyn GemmPath, String> {
+    let mut reasons = Vec::new();
+    for path in all() {
+        match path.supports(problem, arch) {
+            Ok(()) => return Ok(path),
+            Err(why) => reasons.push(format!("{}: {why}", path.name())),
+        }
+    }
+    Err(format!("no GEMM path supports it ({})", reasons.join("; ")))
+}
+
+/// Every kernel of every path, for the embedded-kernel checks.
+pub fn kernel_names() -> Vec<String> {
+    all().iter().flat_map(|p| p.kernel_names()).collect()
 }

@@ -1,0 +1,395 @@
+//! A GEMM case of the `gemm` suite, parsed from `key=value,...`: the shape, the input formats and
+//! scaling scheme, the kernels to run, and the minimum work it declares to the roofline.
+//!
+//! Two operations share the syntax: the GEMM `Y = X·Wᵀ` (`op=gemm`, the default) and the
+//! quantization of one of its BF16 operands (`op=quantize-x` / `op=quantize-w`), which a real
+//! pipeline pays before every quantized GEMM of activations and is timed as its own case.
+
+use anyhow::{bail, ensure, Context, Result};
+
+use super::accuracy::{DataKind, GemmShape, DEFAULT_TOKENS};
+use super::paths::{Inputs, Problem};
+use super::quant::{scales_shape, Operand, QuantFormat, Scheme};
+use crate::measure::Workload;
+use crate::roofline::Precision;
+
+/// Which roofbench kernels a case runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathChoice {
+    /// The path roofbench would pick for this problem on this GPU (see [`super::paths::auto`]).
+    Auto,
+    /// Every path that supports the problem, each as its own variant (what `verify` runs).
+    All,
+    /// One named path (`wgmma`, `mma`, `stream`, `simt`, ...).
+    Named(String),
+}
+
+/// What a case times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Gemm,
+    /// BF16 → codes + scales of one operand (`X` is `[M][K]`, `W` is `[N][K]`).
+    Quantize(Operand),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GemmConfig {
+    pub shape: GemmShape,
+    pub inputs: Inputs,
+    /// None exactly for BF16 inputs.
+    pub scheme: Option<Scheme>,
+    pub bias: bool,
+    pub data: DataKind,
+    pub path: PathChoice,
+    /// Also run cuBLASLt where it has the operation.
+    pub cublaslt: bool,
+    pub op: Op,
+}
+
+/// Keys of the case syntax, for the error on an unknown one.
+const KEYS: &str = "shape, m, fmt, scale, act, bias, data, path, lt, op";
+
+fn flag(key: &str, value: &str) -> Result<bool> {
+    match value {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => bail!("`{key}={value}`: expected 1 or 0"),
+    }
+}
+
+impl GemmConfig {
+    /// Parses `shape=MxNxK|model-shape,m=M,fmt=bf16|e4m3|e5m2|int8,scale=tensor|token|block128,
+    /// act=bf16,bias=1,data=gaussian|outliers,path=auto|all|NAME,lt=0|1,op=gemm|quantize-x|quantize-w`.
+    pub fn parse(spec: &str) -> Result<GemmConfig> {
+        let mut shape = None;
+        let mut m = None;
+        let mut format = Some(QuantFormat::E4m3);
+        let mut scheme = None;
+        let mut weight_only = false;
+        let mut bias = false;
+        let mut data = DataKind::Gaussian;
+        let mut path = PathChoice::Auto;
+        let mut cublaslt = true;
+        let mut op = Op::Gemm;
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let Some((key, value)) = item.split_once('=') else {
+                bail!("`{item}` is not key=value (keys: {KEYS})");
+            };
+            let (key, value) = (key.trim(), value.trim());
+            match key {
+                "shape" => shape = Some(value.to_string()),
+                "m" => {
+                    let v: usize = value
+                        .parse()
+                        .with_context(|| format!("`m={value}` is not a token count"))?;
+                    ensure!(v > 0, "`m` must be positive");
+                    m = Some(v);
+                }
+                "fmt" => {
+                    format = match value.to_ascii_lowercase().as_str() {
+                        "bf16" => None,
+                        other => Some(QuantFormat::parse(other)?),
+                    }
+                }
+                "scale" => scheme = Some(Scheme::parse(value)?),
+                "act" => {
+                    weight_only = match value.to_ascii_lowercase().as_str() {
+                        "bf16" => true,
+                        "quantized" | "same" => false,
+                        _ => bail!("`act={value}`: `bf16` (weight-only GEMM) or `quantized`"),
+                    }
+                }
+                "bias" => bias = flag(key, value)?,
+                "data" => data = DataKind::parse(value)?,
+                "path" => {
+                    path = match value {
+                        "auto" => PathChoice::Auto,
+                        "all" => PathChoice::All,
+                        name => {
+                            super::paths::by_name(name)?;
+                            PathChoice::Named(name.to_string())
+                        }
+                    }
+                }
+                "lt" | "cublaslt" => cublaslt = flag(key, value)?,
+                "op" => {
+                    op = match value {
+                        "gemm" => Op::Gemm,
+                        "quantize-x" => Op::Quantize(Operand::Activation),
+                        "quantize-w" => Op::Quantize(Operand::Weight),
+                        _ => bail!("`op={value}`: gemm, quantize-x or quantize-w"),
+                    }
+                }
+                _ => bail!("unknown key `{key}` (keys: {KEYS})"),
+            }
+        }
+        let Some(shape) = shape else {
+            bail!("a GEMM case needs `shape=MxNxK` or `shape=<model shape>` (e.g. llama3-70b-qkv)")
+        };
+        let named = !shape.contains(['x', 'X']);
+        let mut shape = GemmShape::parse(&shape, m.unwrap_or(DEFAULT_TOKENS))?;
+        if let (false, Some(m)) = (named, m) {
+            bail!(
+                "`m={m}` applies to a named shape; `shape={}` already gives M",
+                shape.name
+            );
+        }
+        if named {
+            shape.name = format!("{}@{}", shape.name, shape.m);
+        }
+        let (inputs, scheme) = match (format, weight_only) {
+            (None, true) => bail!("`act=bf16` makes a weight-only GEMM: give the weights' `fmt`"),
+            (None, false) => {
+                if let Some(s) = scheme {
+                    bail!("`scale={s}` needs a quantized `fmt` (e4m3, e5m2, int8), not bf16");
+                }
+                (Inputs::Bf16, None)
+            }
+            (Some(f), true) => (Inputs::WeightOnly(f), Some(scheme.unwrap_or(Scheme::PerTokenPerChannel))),
+            (Some(f), false) => (Inputs::Quantized(f), Some(scheme.unwrap_or(Scheme::PerTensor))),
+        };
+        let config = GemmConfig {
+            shape,
+            inputs,
+            scheme,
+            bias,
+            data,
+            path,
+            cublaslt,
+            op,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let GemmShape { m, n, k, .. } = self.shape;
+        for (dim, v) in [("M", m), ("N", n), ("K", k)] {
+            ensure!(
+                v <= i32::MAX as usize,
+                "{dim} = {v} exceeds the kernels' 32-bit sizes"
+            );
+        }
+        ensure!(
+            m.checked_mul(n).is_some_and(|e| e <= 1 << 34)
+                && m.checked_mul(k).is_some_and(|e| e <= 1 << 34)
+                && n.checked_mul(k).is_some_and(|e| e <= 1 << 34),
+            "{}: an operand over 2^34 elements does not fit a GPU",
+            self.shape.name
+        );
+        if let Op::Quantize(role) = self.op {
+            ensure!(
+                matches!(self.inputs, Inputs::Quantized(_))
+                    || (role == Operand::Weight && matches!(self.inputs, Inputs::WeightOnly(_))),
+                "`op=quantize-{}` needs a quantized `fmt` for that operand",
+                if role == Operand::Activation { "x" } else { "w" }
+            );
+        }
+        Ok(())
+    }
+
+    /// The problem as the kernels see it.
+    pub fn problem(&self) -> Problem {
+        Problem {
+            m: self.shape.m,
+            n: self.shape.n,
+            k: self.shape.k,
+            inputs: self.inputs,
+            scheme: self.scheme,
+            bias: self.bias,
+        }
+    }
+
+    /// `bf16`, `e4m3/block128`, `we4m3-abf16/channel`, ...
+    pub fn dtype(&self) -> String {
+        match self.scheme {
+            None => self.inputs.to_string(),
+            Some(s) => format!("{}/{s}", self.inputs),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        let extras = [
+            (self.bias, "+bias".to_string()),
+            (
+                self.data != DataKind::Gaussian,
+                format!("+{}", self.data.name()),
+            ),
+            (
+                self.path != PathChoice::Auto,
+                format!(
+                    "+{}",
+                    match &self.path {
+                        PathChoice::All => "all",
+                        PathChoice::Named(n) => n,
+                        PathChoice::Auto => "",
+                    }
+                ),
+            ),
+        ];
+        let extras: String = extras
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, s)| s)
+            .collect();
+        match self.op {
+            Op::Gemm => format!("{}/{}{extras}", self.shape.name, self.dtype()),
+            Op::Quantize(role) => format!(
+                "quantize-{}/{}/{}",
+                if role == Operand::Activation { "x" } else { "w" },
+                self.shape.name,
+                self.dtype()
+            ),
+        }
+    }
+
+    /// `(rows, cols)` of the quantized operand of an `op=quantize-*` case.
+    pub fn quantized_operand(&self, role: Operand) -> (usize, usize) {
+        match role {
+            Operand::Activation => (self.shape.m, self.shape.k),
+            Operand::Weight => (self.shape.n, self.shape.k),
+        }
+    }
+
+    /// Bytes of one operand's scales (0 when it has none).
+    pub fn scale_bytes(&self, role: Operand) -> u64 {
+        let (rows, cols) = self.quantized_operand(role);
+        let quantized = match (self.inputs, role) {
+            (Inputs::Quantized(_), _) | (Inputs::WeightOnly(_), Operand::Weight) => true,
+            _ => false,
+        };
+        match (quantized, self.scheme) {
+            (true, Some(s)) => {
+                let (down, across) = scales_shape(s, role, rows, cols);
+                (down * across * 4) as u64
+            }
+            _ => 0,
+        }
+    }
+
+    /// Minimum bytes and operations: each input (with its scales) read once, Y written once.
+    /// FLOPs are `2·M·N·K` in the precision of the tensor-core instruction the inputs need.
+    pub fn workload(&self) -> Workload {
+        let GemmShape { m, n, k, .. } = self.shape;
+        let (xb, wb) = self.inputs.element_bytes();
+        match self.op {
+            Op::Gemm => {
+                let bytes = (m * k * xb + n * k * wb + m * n * 2) as u64
+                    + self.scale_bytes(Operand::Activation)
+                    + self.scale_bytes(Operand::Weight)
+                    + if self.bias { 2 * n as u64 } else { 0 };
+                Workload {
+                    bytes,
+                    flops: 2 * (m as u64) * (n as u64) * (k as u64),
+                    precision: Some(self.precision()),
+                    ..Workload::bytes(0)
+                }
+            }
+            Op::Quantize(role) => {
+                let (rows, cols) = self.quantized_operand(role);
+                Workload::bytes((rows * cols * 3) as u64 + self.scale_bytes(role))
+            }
+        }
+    }
+
+    /// The tensor-core arithmetic of the GEMM: weight-only inputs are widened to BF16.
+    pub fn precision(&self) -> Precision {
+        match self.inputs {
+            Inputs::Bf16 | Inputs::WeightOnly(_) => Precision::Bf16,
+            Inputs::Quantized(QuantFormat::Int8) => Precision::Int8,
+            Inputs::Quantized(_) => Precision::Fp8,
+        }
+    }
+
+    /// Bytes of W (what a small-M GEMM must stream), for the bandwidth goal.
+    pub fn weight_bytes(&self) -> u64 {
+        (self.shape.n * self.shape.k * self.inputs.element_bytes().1) as u64
+            + self.scale_bytes(Operand::Weight)
+    }
+
+    pub fn params(&self) -> String {
+        let GemmShape { m, n, k, .. } = self.shape;
+        format!(
+            "m={m} n={n} k={k} inputs={} scale={} bias={} data={} path={} op={}",
+            self.inputs,
+            self.scheme.map_or("none".into(), |s| s.to_string()),
+            self.bias,
+            self.data.name(),
+            match &self.path {
+                PathChoice::Auto => "auto",
+                PathChoice::All => "all",
+                PathChoice::Named(n) => n,
+            },
+            match self.op {
+                Op::Gemm => "gemm",
+                Op::Quantize(Operand::Activation) => "quantize-x",
+                Op::Quantize(Operand::Weight) => "quantize-w",
+            }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_names() {
+        let c = GemmConfig::parse("shape=8192x8192x8192").unwrap();
+        assert_eq!(c.inputs, Inputs::Quantized(QuantFormat::E4m3));
+        assert_eq!(c.scheme, Some(Scheme::PerTensor));
+        assert_eq!(c.name(), "8192x8192x8192/e4m3/tensor");
+        assert_eq!(c.path, PathChoice::Auto);
+        assert!(c.cublaslt && !c.bias);
+
+        let c = GemmConfig::parse("shape=llama3-70b-qkv,m=16,fmt=e4m3,act=bf16").unwrap();
+        assert_eq!((c.shape.m, c.shape.n, c.shape.k), (16, 10240, 8192));
+        assert_eq!(c.inputs, Inputs::WeightOnly(QuantFormat::E4m3));
+        assert_eq!(c.scheme, Some(Scheme::PerTokenPerChannel));
+        assert!(c.name().starts_with("llama3-70b-qkv@16/"), "{}", c.name());
+
+        let c = GemmConfig::parse("shape=7x200x80,fmt=bf16,bias=1,path=all").unwrap();
+        assert_eq!(c.name(), "7x200x80/bf16+bias+all");
+        assert_eq!(c.scheme, None);
+    }
+
+    #[test]
+    fn workload_counts_the_minimum() {
+        let c = GemmConfig::parse("shape=64x128x256,fmt=int8,scale=token").unwrap();
+        let w = c.workload();
+        assert_eq!(w.flops, 2 * 64 * 128 * 256);
+        // X and W one byte each, Y bf16, one f32 scale per token and per channel.
+        assert_eq!(w.bytes, (64 * 256 + 128 * 256 + 64 * 128 * 2 + (64 + 128) * 4) as u64);
+        assert_eq!(w.precision, Some(Precision::Int8));
+
+        let c = GemmConfig::parse("shape=4x256x384,fmt=e4m3,scale=block128,act=bf16,bias=1")
+            .unwrap();
+        // X bf16 without scales; W in 2 x 3 blocks of 128 x 128.
+        let expected = 4 * 384 * 2 + 256 * 384 + 4 * 256 * 2 + 6 * 4 + 256 * 2;
+        assert_eq!(c.workload().bytes, expected as u64);
+        assert_eq!(c.workload().precision, Some(Precision::Bf16));
+        assert_eq!(c.weight_bytes(), (256 * 384 + 24) as u64);
+
+        let q = GemmConfig::parse("shape=100x1x300,fmt=e5m2,scale=block128,op=quantize-x")
+            .unwrap();
+        // Read bf16, write codes, 100 x 3 scales.
+        assert_eq!(q.workload().bytes, (100 * 300 * 3 + 300 * 4) as u64);
+        assert_eq!(q.workload().flops, 0);
+    }
+
+    #[test]
+    fn bad_cases_say_why() {
+        let err = |spec: &str| format!("{:#}", GemmConfig::parse(spec).unwrap_err());
+        assert!(err("fmt=e4m3").contains("needs `shape="));
+        assert!(err("shape=1x2").contains("unknown shape"));
+        assert!(err("shape=8x8x8,fmt=bf16,scale=token").contains("needs a quantized `fmt`"));
+        assert!(err("shape=8x8x8,fmt=bf16,act=bf16").contains("weight-only"));
+        assert!(err("shape=8x8x8,m=4").contains("applies to a named shape"));
+        assert!(err("shape=8x8x8,fmt=fp4").contains("fp4"));
+        assert!(err("shape=8x8x8,colour=red").contains("unknown key `colour`"));
+        assert!(err("shape=8x8x8,path=magic").contains("magic"));
+        assert!(err("shape=8x8x8,fmt=bf16,op=quantize-x").contains("quantized `fmt`"));
+        assert!(err("shape=8x8x3000000000").contains("32-bit"));
+        assert!(err("shape=8x8x8,bias=maybe").contains("expected 1 or 0"));
+    }
+}

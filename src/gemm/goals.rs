@@ -1,0 +1,262 @@
+//! Issue 7's goals as ratios of one run's rows (our kernels against cuBLASLt, the block-scaled
+//! FP8 throughput, the small-M weight bandwidth against the copy bandwidth), and the speedup
+//! columns every GEMM row carries.
+
+use crate::report::ResultRow;
+use crate::suite::Goal;
+
+/// `key=value` from a row's params.
+fn param<'a>(row: &'a ResultRow, key: &str) -> Option<&'a str> {
+    row.params
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+fn dims(row: &ResultRow) -> Option<(usize, usize, usize)> {
+    Some((
+        param(row, "m")?.parse().ok()?,
+        param(row, "n")?.parse().ok()?,
+        param(row, "k")?.parse().ok()?,
+    ))
+}
+
+fn is_gemm(row: &ResultRow) -> bool {
+    param(row, "op") == Some("gemm")
+}
+
+fn timed(row: &ResultRow) -> Option<f64> {
+    (row.status == "ok").then_some(row.median_us).flatten()
+}
+
+/// Rows that compute the same GEMM problem apart from the input format: same shape, bias and
+/// timing mode.
+fn same_problem(a: &ResultRow, b: &ResultRow) -> bool {
+    is_gemm(a)
+        && is_gemm(b)
+        && dims(a) == dims(b)
+        && param(a, "bias") == param(b, "bias")
+        && a.mode == b.mode
+}
+
+/// The fastest verified row of `provider` among `rows` matching `pick`.
+fn fastest<'a>(
+    rows: &'a [ResultRow],
+    provider: &str,
+    pick: impl Fn(&ResultRow) -> bool,
+) -> Option<&'a ResultRow> {
+    rows.iter()
+        .filter(|r| r.provider == provider && timed(r).is_some() && pick(r))
+        .min_by(|a, b| a.median_us.partial_cmp(&b.median_us).expect("finite medians"))
+}
+
+/// Fills `speedup_vs_bf16` (our BF16 kernel's median / this row's) and
+/// `speedup_vs_cublaslt_bf16` on every timed GEMM row that has BF16 rows of the same problem.
+pub fn annotate_speedups(rows: &mut [ResultRow]) -> bool {
+    let snapshot = rows.to_vec();
+    let mut changed = false;
+    for row in rows.iter_mut().filter(|r| is_gemm(r)) {
+        let Some(t) = timed(row) else { continue };
+        let baseline = |provider: &str| {
+            fastest(&snapshot, provider, |b| {
+                same_problem(b, row) && param(b, "inputs") == Some("bf16")
+            })
+            .and_then(timed)
+        };
+        let (ours, lt) = (baseline("roofbench"), baseline("cublaslt"));
+        row.speedup_vs_bf16 = ours.map(|b| b / t);
+        row.speedup_vs_cublaslt_bf16 = lt.map(|b| b / t);
+        changed |= ours.is_some() || lt.is_some();
+    }
+    changed
+}
+
+fn goal(name: String, value: f64, target: &str, met: bool, detail: String) -> Goal {
+    Goal {
+        name,
+        value,
+        target: target.into(),
+        met,
+        detail,
+    }
+}
+
+/// Our fastest row against cuBLASLt's for every case matching `pick`.
+fn versus_cublaslt(
+    rows: &[ResultRow],
+    pick: impl Fn(&ResultRow) -> bool,
+    target: f64,
+    what: &str,
+    out: &mut Vec<Goal>,
+) {
+    let mut cases: Vec<&str> = rows
+        .iter()
+        .filter(|r| pick(r))
+        .map(|r| r.case.as_str())
+        .collect();
+    cases.dedup();
+    for case in cases {
+        let ours = fastest(rows, "roofbench", |r| r.case == case && r.mode == "cold");
+        let lt = fastest(rows, "cublaslt", |r| r.case == case && r.mode == "cold");
+        if let (Some(ours), Some(lt)) = (ours, lt) {
+            let ratio = lt.median_us.unwrap_or(f64::NAN) / ours.median_us.unwrap_or(f64::NAN);
+            out.push(goal(
+                format!("{case}: {what} / cuBLASLt"),
+                ratio,
+                &format!(">= {target:.2}"),
+                ratio >= target,
+                format!(
+                    "{:.0} vs {:.0} TFLOPS ({})",
+                    ours.tflops.unwrap_or(f64::NAN),
+                    lt.tflops.unwrap_or(f64::NAN),
+                    ours.kernel
+                ),
+            ));
+        }
+    }
+}
+
+fn m_of(row: &ResultRow) -> usize {
+    dims(row).map_or(0, |d| d.0)
+}
+
+pub fn goals(rows: &[ResultRow]) -> Vec<Goal> {
+    let mut out = Vec::new();
+    let gemm = |r: &ResultRow| is_gemm(r) && r.mode == "cold";
+    versus_cublaslt(
+        rows,
+        |r| {
+            gemm(r)
+                && r.dtype == "e4m3/per-tensor"
+                && (r.case.starts_with("8192x8192x8192/")
+                    || (r.case.starts_with("llama3-70b-") && m_of(r) >= 2048))
+        },
+        0.95,
+        "FP8 per-tensor",
+        &mut out,
+    );
+    if let Some(r) = fastest(rows, "roofbench", |r| {
+        gemm(r) && r.case.starts_with("8192x8192x8192/") && r.dtype == "e4m3/block128"
+    }) {
+        let tflops = r.tflops.unwrap_or(f64::NAN);
+        out.push(goal(
+            format!("{}: TFLOPS", r.case),
+            tflops,
+            ">= 1300",
+            tflops >= 1300.0,
+            r.kernel.clone(),
+        ));
+    }
+    versus_cublaslt(
+        rows,
+        |r| gemm(r) && r.dtype.starts_with("int8/") && m_of(r) >= 2048,
+        1.0,
+        "INT8",
+        &mut out,
+    );
+    versus_cublaslt(
+        rows,
+        |r| gemm(r) && r.dtype == "bf16" && m_of(r) >= 2048,
+        0.9,
+        "BF16",
+        &mut out,
+    );
+    // Decode GEMMs stream the weights: their bytes over the time against the copy bandwidth.
+    let mut small: Vec<&ResultRow> = rows
+        .iter()
+        .filter(|r| gemm(r) && r.provider == "roofbench" && (1..=16).contains(&m_of(r)))
+        .filter(|r| timed(r).is_some() && r.pct_of_copy.is_some())
+        .collect();
+    small.sort_by(|a, b| a.case.cmp(&b.case));
+    for r in small {
+        let Some((_, n, k)) = dims(r) else { continue };
+        let w_elem = if param(r, "inputs") == Some("bf16") {
+            2
+        } else {
+            1
+        };
+        let median = timed(r).expect("filtered");
+        let copy_gbps = r.gbps.unwrap_or(f64::NAN) / (r.pct_of_copy.unwrap_or(f64::NAN) / 100.0);
+        let weight_gbps = (n * k * w_elem) as f64 / (median * 1e-6) / 1e9;
+        let pct = 100.0 * weight_gbps / copy_gbps;
+        out.push(goal(
+            format!("{}: weight bytes, % of copy bandwidth", r.case),
+            pct,
+            ">= 85",
+            pct >= 85.0,
+            format!(
+                "{weight_gbps:.0} GB/s of weights vs {copy_gbps:.0} GB/s copy ({})",
+                r.kernel
+            ),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gemm::config::GemmConfig;
+    use crate::suite::Case;
+
+    fn row(spec: &str, provider: &str, median_us: f64) -> ResultRow {
+        let c = GemmConfig::parse(spec).unwrap();
+        let w = c.workload();
+        ResultRow {
+            suite: "gemm".into(),
+            case: Case::name(&c),
+            kernel: format!("{provider} kernel"),
+            provider: provider.into(),
+            dtype: Case::dtype(&c),
+            params: Case::params(&c),
+            mode: "cold".into(),
+            status: "ok".into(),
+            median_us: Some(median_us),
+            tflops: Some(w.tflops(median_us)),
+            gbps: Some(w.gbps(median_us)),
+            pct_of_copy: Some(100.0 * w.gbps(median_us) / 3000.0),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn speedups_compare_with_the_same_shape_in_bf16() {
+        let mut rows = vec![
+            row("shape=8192x8192x8192,fmt=bf16", "roofbench", 1500.0),
+            row("shape=8192x8192x8192,fmt=bf16", "cublaslt", 1440.0),
+            row("shape=8192x8192x8192,fmt=e4m3", "roofbench", 800.0),
+            row("shape=8192x8192x8192,fmt=e4m3", "cublaslt", 820.0),
+            // Another shape: no BF16 rows, no speedups.
+            row("shape=4096x4096x4096,fmt=e4m3", "roofbench", 120.0),
+        ];
+        assert!(annotate_speedups(&mut rows));
+        assert_eq!(rows[2].speedup_vs_bf16, Some(1500.0 / 800.0));
+        assert_eq!(rows[2].speedup_vs_cublaslt_bf16, Some(1440.0 / 800.0));
+        assert_eq!(rows[1].speedup_vs_bf16, Some(1500.0 / 1440.0));
+        assert_eq!(rows[4].speedup_vs_bf16, None);
+    }
+
+    #[test]
+    fn goals_are_ratios_of_the_run() {
+        let rows = vec![
+            row("shape=8192x8192x8192,fmt=e4m3", "roofbench", 800.0),
+            row("shape=8192x8192x8192,fmt=e4m3", "cublaslt", 820.0),
+            row("shape=8192x8192x8192,fmt=e4m3,scale=block128", "roofbench", 820.0),
+            row("shape=8192x8192x8192,fmt=int8,scale=token", "roofbench", 1300.0),
+            row("shape=8192x8192x8192,fmt=int8,scale=token", "cublaslt", 1265.0),
+            row("shape=16x28672x8192,fmt=e4m3", "roofbench", 100.0),
+        ];
+        let goals = goals(&rows);
+        let find = |s: &str| goals.iter().find(|g| g.name.contains(s)).unwrap();
+        let fp8 = find("FP8 per-tensor");
+        assert!((fp8.value - 820.0 / 800.0).abs() < 1e-12 && fp8.met);
+        let block = find("TFLOPS");
+        assert!((block.value - 2.0 * 8192f64.powi(3) / 820e-6 / 1e12).abs() < 1e-6);
+        assert!(block.met, "{} TFLOPS", block.value);
+        let int8 = find("INT8");
+        assert!(!int8.met && int8.value < 1.0);
+        let small = find("16x28672x8192");
+        // 235 MB of FP8 weights in 100 µs is 2349 GB/s: 78% of a 3000 GB/s copy.
+        assert!((small.value - 100.0 * 28672.0 * 8192.0 / 100e-6 / 1e9 / 3000.0).abs() < 1e-6);
+        assert!(!small.met);
+    }
+}

@@ -1,0 +1,569 @@
+//! A GEMM case on the device: seeded BF16 inputs, quantized on the GPU by the quantizers of
+//! [`super::quant_gpu`], our kernels (one variant per path) and cuBLASLt beside them, each
+//! verified against an f64 CPU reference and scored for accuracy.
+//!
+//! Verification: Y is pre-filled with NaN (and a guard band after it), the variant runs once,
+//! and then (1) every element of Y must be finite and the guard untouched, and (2) sampled
+//! elements (all of them for small problems) must match the exact result of the *dequantized*
+//! inputs, rounded once to BF16, within a bound derived from the accumulation's rounding (see
+//! [`Accumulation`]) and the BF16 output. The same samples give the accuracy deltas: SQNR and
+//! relative error against the dequantized inputs (the kernel's own error) and against the
+//! original BF16 inputs (what quantization costs).
+
+use anyhow::{Context, Result};
+use rand::seq::index::sample;
+use rand::Rng;
+use rayon::prelude::*;
+
+use super::accuracy::{metrics, weights};
+use super::config::{GemmConfig, PathChoice};
+use super::paths::{self, Accumulation, GemmLaunch, Inputs, Operands};
+use super::quant::{round_bf16_f64, Operand, QuantFormat, Quantized, Scheme};
+use super::quant_gpu::GpuQuantizer;
+use crate::gpu::cublaslt::{LtGemm, LtPrecision, LtScales, LtScaling};
+use crate::gpu::{Buffer, Gpu, GpuResult};
+use crate::suite::{AccuracyDelta, Check, Prepared, Provider, Variant};
+
+/// BF16 NaN in both halves of a word: the poison of Y.
+const NAN_BF16_PAIR: u32 = 0x7fc0_7fc0;
+/// Elements after Y that must stay NaN (a kernel writing past the end fails).
+const GUARD: usize = 256;
+/// Problems up to this many multiply-adds are checked in full; larger ones on samples.
+const FULL_CHECK_MACS: usize = 1 << 27;
+/// Rows and columns sampled from larger problems (plus the first and last of each).
+const SAMPLE_ROWS: usize = 24;
+const SAMPLE_COLS: usize = 256;
+
+/// The host copies the reference needs.
+struct HostOperands {
+    /// The original BF16 values (as f32), `[M][K]` and `[N][K]`.
+    x: Vec<f32>,
+    w: Vec<f32>,
+    /// The codes and scales the kernels read, brought back from the GPU quantizer.
+    xq: Option<Quantized>,
+    wq: Option<Quantized>,
+    bias: Vec<f32>,
+}
+
+impl HostOperands {
+    /// Row `r` of X as the kernels see it, exactly (a code times an f32 scale fits an f64).
+    fn x_row(&self, r: usize, k: usize) -> Vec<f64> {
+        dequantized_row(self.xq.as_ref(), &self.x, r, k)
+    }
+
+    fn w_row(&self, c: usize, k: usize) -> Vec<f64> {
+        dequantized_row(self.wq.as_ref(), &self.w, c, k)
+    }
+}
+
+fn dequantized_row(q: Option<&Quantized>, original: &[f32], r: usize, k: usize) -> Vec<f64> {
+    match q {
+        None => original[r * k..(r + 1) * k]
+            .iter()
+            .map(|&v| f64::from(v))
+            .collect(),
+        Some(q) => (0..k)
+            .map(|c| f64::from(q.format.decode(q.data[r * k + c])) * f64::from(q.scale_at(r, c)))
+            .collect(),
+    }
+}
+
+enum Runner {
+    Ours {
+        launch: Box<dyn GemmLaunch>,
+    },
+    CublasLt {
+        gemm: LtGemm,
+        /// INT8 GEMMs return the raw i32 dot products of the codes (no dequantizing epilogue).
+        int32_out: bool,
+    },
+    Unavailable,
+}
+
+pub struct PreparedGemm {
+    config: GemmConfig,
+    host: HostOperands,
+    x: Buffer<u8>,
+    w: Buffer<u8>,
+    y: Buffer<u16>,
+    scale_x: Option<Buffer<f32>>,
+    scale_w: Option<Buffer<f32>>,
+    bias: Option<Buffer<u16>>,
+    /// cuBLASLt's D (bf16 or i32), with the guard band.
+    lt_out: Option<Buffer<u8>>,
+    variants: Vec<Variant>,
+    runners: Vec<Runner>,
+}
+
+fn bf16_bits(v: &[f32]) -> Vec<u16> {
+    v.par_iter()
+        .map(|&x| half::bf16::from_f32(x).to_bits())
+        .collect()
+}
+
+fn bf16_bytes(v: &[f32]) -> Vec<u8> {
+    bytemuck::cast_slice(&bf16_bits(v)).to_vec()
+}
+
+/// Device bytes of a prepared case (inputs in BF16 and quantized, Y, scales, cuBLASLt's D and
+/// workspace).
+pub fn device_bytes(c: &GemmConfig) -> u64 {
+    let (m, n, k) = (c.shape.m, c.shape.n, c.shape.k);
+    let bf16_inputs = 2 * (m * k + n * k);
+    let codes = m * k + n * k;
+    let outputs = 2 * (m * n + GUARD) + 4 * (m * n + GUARD);
+    (bf16_inputs + codes + outputs) as u64
+        + c.scale_bytes(Operand::Activation)
+        + c.scale_bytes(Operand::Weight)
+        + crate::gpu::cublaslt::WORKSPACE_BYTES as u64
+}
+
+/// Quantizes one BF16 operand on the device; returns the codes, the scales and the host copy.
+fn quantize_operand(
+    gpu: &Gpu,
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    role: Operand,
+    format: QuantFormat,
+    scheme: Scheme,
+) -> Result<(Buffer<u8>, Buffer<f32>, Quantized)> {
+    let quantizer = GpuQuantizer::new(gpu, rows, cols, role, format, scheme)?;
+    let input = gpu.upload(&bf16_bits(values))?;
+    let mut data = gpu.alloc::<u8>(quantizer.data_len().max(1))?;
+    let mut scales = gpu.alloc::<f32>(quantizer.scales_len().max(1))?;
+    let mut scratch = gpu.alloc::<f32>(quantizer.scratch_len().max(1))?;
+    quantizer.enqueue(gpu, &input, &mut data, &mut scales, &mut scratch)?;
+    let mut host_scales = gpu.download(&scales)?;
+    host_scales.truncate(quantizer.scales_len());
+    let q = Quantized {
+        format,
+        scheme,
+        role,
+        rows,
+        cols,
+        data: gpu.download(&data)?,
+        scales: host_scales,
+    };
+    Ok((data, scales, q))
+}
+
+/// cuBLASLt's precision and scaling for a case, or why it has none.
+fn cublaslt_mapping(c: &GemmConfig) -> std::result::Result<(LtPrecision, LtScaling), String> {
+    match (c.inputs, c.scheme) {
+        (Inputs::Bf16, _) => Ok((LtPrecision::Bf16, LtScaling::None)),
+        (Inputs::WeightOnly(_), _) => {
+            Err("cuBLASLt has no mixed BF16 x 8-bit (weight-only) GEMM".into())
+        }
+        (Inputs::Quantized(QuantFormat::E5m2), _) => {
+            Err("cuBLASLt has no E5M2 x E5M2 GEMM (only mixed with E4M3)".into())
+        }
+        (Inputs::Quantized(QuantFormat::Int8), Some(Scheme::Block128)) => {
+            Err("cuBLASLt INT8 has no block scales".into())
+        }
+        // The i32 result is checked against the codes' exact dot products and scaled on the
+        // host for the accuracy delta: the scales cost a dequantizing pass it does not time.
+        (Inputs::Quantized(QuantFormat::Int8), _) => Ok((LtPrecision::Int8, LtScaling::None)),
+        (Inputs::Quantized(QuantFormat::E4m3), Some(Scheme::PerTensor)) => {
+            Ok((LtPrecision::Fp8E4m3, LtScaling::PerTensor))
+        }
+        (Inputs::Quantized(QuantFormat::E4m3), Some(Scheme::PerTokenPerChannel)) => {
+            Ok((LtPrecision::Fp8E4m3, LtScaling::Outer))
+        }
+        (Inputs::Quantized(QuantFormat::E4m3), Some(Scheme::Block128)) => {
+            Ok((LtPrecision::Fp8E4m3, LtScaling::Block128))
+        }
+        (Inputs::Quantized(_), None) => Err("a quantized case without a scheme".into()),
+    }
+}
+
+impl PreparedGemm {
+    pub fn new(gpu: &Gpu, c: &GemmConfig) -> Result<PreparedGemm> {
+        let (m, n, k) = (c.shape.m, c.shape.n, c.shape.k);
+        let mut rng = rand::rng();
+        let x = c.data.activations(m, k, rng.random());
+        let w = weights(n, k, rng.random());
+        let bias: Vec<f32> = if c.bias {
+            super::accuracy::gaussian(1, n, rng.random())
+        } else {
+            Vec::new()
+        };
+        let (xd, scale_x, xq) = match c.inputs {
+            Inputs::Quantized(f) => {
+                let (d, s, q) = quantize_operand(
+                    gpu,
+                    &x,
+                    m,
+                    k,
+                    Operand::Activation,
+                    f,
+                    c.scheme.context("scheme")?,
+                )?;
+                (d, Some(s), Some(q))
+            }
+            _ => (gpu.upload(&bf16_bytes(&x))?, None, None),
+        };
+        let (wd, scale_w, wq) = match c.inputs.format() {
+            Some(f) => {
+                let (d, s, q) =
+                    quantize_operand(gpu, &w, n, k, Operand::Weight, f, c.scheme.context("scheme")?)?;
+                (d, Some(s), Some(q))
+            }
+            None => (gpu.upload(&bf16_bytes(&w))?, None, None),
+        };
+        let bias_d = if c.bias {
+            Some(gpu.upload(&bf16_bits(&bias))?)
+        } else {
+            None
+        };
+        // Even length: the NaN fill writes whole 32-bit words.
+        let y = gpu.alloc::<u16>((m * n + GUARD).next_multiple_of(2))?;
+        let host = HostOperands {
+            x,
+            w,
+            xq,
+            wq,
+            bias,
+        };
+
+        let mut variants = Vec::new();
+        let mut runners = Vec::new();
+        let arch = gpu.info().compute_capability;
+        let problem = c.problem();
+        let chosen: Vec<std::result::Result<&'static dyn paths::GemmPath, String>> = match &c.path
+        {
+            PathChoice::Auto => vec![paths::auto(&problem, arch)],
+            PathChoice::All => paths::all().into_iter().map(Ok).collect(),
+            PathChoice::Named(name) => vec![paths::by_name(name).map_err(|e| e.to_string())],
+        };
+        for choice in chosen {
+            let prepared = choice.and_then(|path| {
+                path.supports(&problem, arch)
+                    .map_err(|why| format!("{}: {why}", path.name()))?;
+                path.prepare(gpu, &problem)
+                    .map_err(|e| format!("{}: {e:#}", path.name()))
+            });
+            match prepared {
+                Ok(launch) => {
+                    variants.push(Variant {
+                        kernel: launch.describe(),
+                        provider: Provider::Roofbench,
+                        unavailable: None,
+                    });
+                    runners.push(Runner::Ours { launch });
+                }
+                Err(why) => {
+                    variants.push(Variant {
+                        kernel: "roofbench".into(),
+                        provider: Provider::Roofbench,
+                        unavailable: Some(why),
+                    });
+                    runners.push(Runner::Unavailable);
+                }
+            }
+        }
+
+        let mut lt_out = None;
+        if c.cublaslt {
+            let planned = cublaslt_mapping(c).and_then(|(precision, scaling)| {
+                let scales = match (&host.xq, &host.wq) {
+                    (Some(xq), Some(wq)) if scaling != LtScaling::None => Some(LtScales {
+                        a: &wq.scales,
+                        b: &xq.scales,
+                    }),
+                    _ => None,
+                };
+                let lt = gpu.cublaslt().map_err(|e| e.to_string())?;
+                // Y[M][N] row-major is cuBLASLt's D (N x M, column-major) of A = W, B = X.
+                let gemm = lt
+                    .plan_scaled(gpu, precision, n, m, k, scaling, scales, c.bias)
+                    .map_err(|e| e.to_string())?;
+                Ok((precision, gemm))
+            });
+            match planned {
+                Ok((precision, gemm)) => {
+                    let int32_out = precision == LtPrecision::Int8;
+                    let elem = if int32_out { 4 } else { 2 };
+                    lt_out = Some(gpu.alloc::<u8>(((m * n + GUARD) * elem).next_multiple_of(4))?);
+                    variants.push(Variant {
+                        kernel: format!("cublasLt {precision}"),
+                        provider: Provider::CublasLt,
+                        unavailable: None,
+                    });
+                    runners.push(Runner::CublasLt { gemm, int32_out });
+                }
+                Err(why) => {
+                    variants.push(Variant {
+                        kernel: "cublasLt".into(),
+                        provider: Provider::CublasLt,
+                        unavailable: Some(why),
+                    });
+                    runners.push(Runner::Unavailable);
+                }
+            }
+        }
+        Ok(PreparedGemm {
+            config: c.clone(),
+            host,
+            x: xd,
+            w: wd,
+            y,
+            scale_x,
+            scale_w,
+            bias: bias_d,
+            lt_out,
+            variants,
+            runners,
+        })
+    }
+
+    fn enqueue(&mut self, gpu: &Gpu, variant: usize) -> GpuResult<()> {
+        let operands = Operands {
+            x: &self.x,
+            w: &self.w,
+            y: &self.y,
+            scale_x: self.scale_x.as_ref(),
+            scale_w: self.scale_w.as_ref(),
+            bias: self.bias.as_ref(),
+        };
+        match &mut self.runners[variant] {
+            Runner::Ours { launch } => launch.enqueue(gpu, &operands),
+            Runner::CublasLt { gemm, .. } => {
+                let out = self.lt_out.as_mut().expect("cuBLASLt output allocated with its plan");
+                gemm.run_with_bias(gpu, &self.w, &self.x, out, self.bias.as_ref())
+            }
+            Runner::Unavailable => Err(crate::gpu::GpuError::InvalidLaunch(format!(
+                "variant {variant} is unavailable"
+            ))),
+        }
+    }
+
+    /// Rows and columns of Y to check: all of a small problem; else the first and last, the
+    /// last eight columns (a partial tile of any width up to 8), and random ones.
+    fn sample(&self) -> (Vec<usize>, Vec<usize>) {
+        let (m, n, k) = (self.config.shape.m, self.config.shape.n, self.config.shape.k);
+        if m * n * k <= FULL_CHECK_MACS {
+            return ((0..m).collect(), (0..n).collect());
+        }
+        let mut rng = rand::rng();
+        let pick = |len: usize, count: usize, rng: &mut rand::rngs::ThreadRng| {
+            let mut v: Vec<usize> = sample(rng, len, count.min(len)).into_vec();
+            v.extend([0, len - 1]);
+            v.extend(len.saturating_sub(8)..len);
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let rows = pick(m, SAMPLE_ROWS, &mut rng);
+        let cols = pick(n, SAMPLE_COLS, &mut rng);
+        (rows, cols)
+    }
+}
+
+/// One checked element: the exact values and the bound of the kernel's error.
+struct Expected {
+    /// Σ dequantized products + bias, exact (f64).
+    exact: f64,
+    /// Σ original (BF16) products + bias: what an unquantized GEMM computes.
+    original: f64,
+    /// Σ |dequantized products| (for the accumulation bound).
+    abs_sum: f64,
+    /// The integer dot product of INT8 codes (cuBLASLt's i32 output).
+    codes_dot: Option<i64>,
+}
+
+impl Prepared for PreparedGemm {
+    fn variants(&self) -> &[Variant] {
+        &self.variants
+    }
+
+    fn launch(&mut self, gpu: &Gpu, variant: usize) -> GpuResult<()> {
+        self.enqueue(gpu, variant)
+    }
+
+    fn verify(&mut self, gpu: &Gpu, variant: usize) -> Result<Check> {
+        let (m, n, k) = (self.config.shape.m, self.config.shape.n, self.config.shape.k);
+        let (accumulation, int32_out) = match &self.runners[variant] {
+            Runner::Ours { launch } => (launch.accumulation(), false),
+            Runner::CublasLt { int32_out, .. } => (Accumulation::F32, *int32_out),
+            Runner::Unavailable => anyhow::bail!("variant {variant} is unavailable"),
+        };
+        let lt = matches!(self.runners[variant], Runner::CublasLt { .. });
+        if lt {
+            let out = self.lt_out.as_mut().context("cuBLASLt output")?;
+            gpu.memset_u32(out, if int32_out { 0x7fc0_0000 } else { NAN_BF16_PAIR })?;
+        } else {
+            gpu.memset_u32(&mut self.y, NAN_BF16_PAIR)?;
+        }
+        self.enqueue(gpu, variant)?;
+        gpu.synchronize()?;
+        // Y as f64 values (i32 for cuBLASLt INT8), with the guard band.
+        let got: Vec<f64> = if lt {
+            let bytes = gpu.download(self.lt_out.as_ref().context("cuBLASLt output")?)?;
+            if int32_out {
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| f64::from(i32::from_le_bytes(b.try_into().expect("4 bytes"))))
+                    .collect()
+            } else {
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| f64::from(half::bf16::from_le_bytes([b[0], b[1]]).to_f32()))
+                    .collect()
+            }
+        } else {
+            gpu.download(&self.y)?
+                .into_iter()
+                .map(|b| f64::from(half::bf16::from_bits(b).to_f32()))
+                .collect()
+        };
+        // The NaN poison of i32 output is the bit pattern 0x7fc00000, an impossible dot product
+        // at these sizes; as f64 it is 2143289344.
+        let poison = |v: f64| {
+            if int32_out {
+                v == f64::from(0x7fc0_0000u32 as i32)
+            } else {
+                !v.is_finite()
+            }
+        };
+        if let Some(i) = (0..m * n).find(|&i| poison(got[i])) {
+            return Ok(failed(format!(
+                "Y[{}][{}] was not written (still NaN) or is not finite",
+                i / n,
+                i % n
+            )));
+        }
+        if let Some(i) = (m * n..m * n + GUARD).find(|&i| !poison(got[i])) {
+            return Ok(failed(format!(
+                "wrote past the end of Y ({} elements after it)",
+                i - m * n + 1
+            )));
+        }
+
+        let (rows, cols) = self.sample();
+        let host = &self.host;
+        let w_rows: Vec<(Vec<f64>, &[f32])> = cols
+            .par_iter()
+            .map(|&c| (host.w_row(c, k), &host.w[c * k..(c + 1) * k]))
+            .collect();
+        let codes_dot = |r: usize, c: usize| -> Option<i64> {
+            match (&host.xq, &host.wq) {
+                (Some(xq), Some(wq)) if xq.format == QuantFormat::Int8 => Some(
+                    (0..k)
+                        .map(|j| {
+                            i64::from(xq.data[r * k + j] as i8) * i64::from(wq.data[c * k + j] as i8)
+                        })
+                        .sum(),
+                ),
+                _ => None,
+            }
+        };
+        let expected: Vec<(usize, usize, Expected)> = rows
+            .par_iter()
+            .flat_map_iter(|&r| {
+                let x_row = host.x_row(r, k);
+                let x_orig = &host.x[r * k..(r + 1) * k];
+                let w_rows = &w_rows;
+                cols.iter().enumerate().map(move |(ci, &c)| {
+                    let (w_row, w_orig) = &w_rows[ci];
+                    let b = host.bias.get(c).map_or(0.0, |&v| f64::from(v));
+                    let (mut exact, mut abs_sum, mut original) = (b, b.abs(), b);
+                    for j in 0..k {
+                        let p = x_row[j] * w_row[j];
+                        exact += p;
+                        abs_sum += p.abs();
+                        original += f64::from(x_orig[j]) * f64::from(w_orig[j]);
+                    }
+                    (
+                        r,
+                        c,
+                        Expected {
+                            exact,
+                            original,
+                            abs_sum,
+                            codes_dot: codes_dot(r, c),
+                        },
+                    )
+                })
+            })
+            .collect();
+
+        // cuBLASLt INT8 returns the codes' dot product: exact, then scaled here for accuracy.
+        let int8_scale = |r: usize, c: usize| -> f64 {
+            match (&host.xq, &host.wq) {
+                (Some(xq), Some(wq)) => f64::from(xq.scale_at(r, 0)) * f64::from(wq.scale_at(c, 0)),
+                _ => 1.0,
+            }
+        };
+        let mut worst: Option<(f64, usize, usize, f64, f64)> = None;
+        let mut max_rel = 0f64;
+        let mut outputs = Vec::with_capacity(expected.len());
+        let mut exacts = Vec::with_capacity(expected.len());
+        let mut originals = Vec::with_capacity(expected.len());
+        let scale = expected
+            .iter()
+            .map(|(_, _, e)| e.exact * e.exact)
+            .sum::<f64>()
+            .sqrt()
+            / (expected.len().max(1) as f64).sqrt();
+        for (r, c, e) in &expected {
+            let g = got[r * n + c];
+            let (value, want, tolerance) = match (int32_out, e.codes_dot) {
+                (true, Some(dot)) => (g * int8_scale(*r, *c), dot as f64 * int8_scale(*r, *c), 0.0),
+                _ => {
+                    let want = round_bf16_f64(e.exact);
+                    let err = accumulation.error_bound(k, e.abs_sum);
+                    (g, want, err * (1.0 + 1.0 / 256.0) + e.exact.abs() / 128.0)
+                }
+            };
+            let diff = if int32_out {
+                (g - e.codes_dot.unwrap_or(0) as f64).abs()
+            } else {
+                (value - want).abs()
+            };
+            max_rel = max_rel.max((value - want).abs() / want.abs().max(scale).max(f64::MIN_POSITIVE));
+            if diff > tolerance && worst.is_none_or(|w| diff - tolerance > w.0) {
+                worst = Some((diff - tolerance, *r, *c, value, want));
+            }
+            outputs.push(value);
+            exacts.push(e.exact);
+            originals.push(e.original);
+        }
+        let kernel = metrics(&outputs, &exacts);
+        let quant = metrics(&outputs, &originals);
+        let accuracy = Some(AccuracyDelta {
+            sqnr_db: quant.sqnr_db,
+            rel_fro: quant.rel_fro,
+            kernel_sqnr_db: kernel.sqnr_db,
+            kernel_rel_fro: kernel.rel_fro,
+        });
+        let what = format!(
+            "{} of {} elements against the f64 GEMM of the dequantized inputs",
+            expected.len(),
+            m * n
+        );
+        Ok(match worst {
+            None => Check {
+                passed: true,
+                max_rel_err: max_rel,
+                detail: what,
+                accuracy,
+            },
+            Some((_, r, c, value, want)) => Check {
+                passed: false,
+                max_rel_err: max_rel,
+                detail: format!("{what}: Y[{r}][{c}] = {value} but expected {want}"),
+                accuracy,
+            },
+        })
+    }
+}
+
+fn failed(detail: String) -> Check {
+    Check {
+        passed: false,
+        max_rel_err: f64::NAN,
+        detail,
+        accuracy: None,
+    }
+}

@@ -1,0 +1,115 @@
+//! A quantization case on the device: one BF16 operand turned into codes and scales by
+//! [`GpuQuantizer`], timed as its own case (a pipeline pays it before every quantized GEMM of
+//! activations), and verified bit for bit against the CPU quantizer.
+
+use anyhow::Result;
+use rand::Rng;
+
+use super::accuracy::weights;
+use super::config::GemmConfig;
+use super::quant::{quantize, Operand};
+use super::quant_gpu::GpuQuantizer;
+use crate::gpu::{Buffer, Gpu, GpuResult};
+use crate::suite::{Check, Prepared, Provider, Variant};
+
+pub struct PreparedQuantize {
+    quantizer: GpuQuantizer,
+    values: Vec<f32>,
+    input: Buffer<u16>,
+    data: Buffer<u8>,
+    scales: Buffer<f32>,
+    scratch: Buffer<f32>,
+    variants: Vec<Variant>,
+}
+
+/// Device bytes of a quantization case.
+pub fn device_bytes(c: &GemmConfig, role: Operand) -> u64 {
+    let (rows, cols) = c.quantized_operand(role);
+    (rows * cols * 3) as u64 + c.scale_bytes(role) + 4 * super::quant_gpu::AMAX_MAX_GRID as u64
+}
+
+impl PreparedQuantize {
+    pub fn new(gpu: &Gpu, c: &GemmConfig, role: Operand) -> Result<PreparedQuantize> {
+        let (rows, cols) = c.quantized_operand(role);
+        let format = c.inputs.format().expect("validated: a quantized format");
+        let scheme = c.scheme.expect("validated: a scheme");
+        let seed = rand::rng().random();
+        let values = match role {
+            Operand::Activation => c.data.activations(rows, cols, seed),
+            Operand::Weight => weights(rows, cols, seed),
+        };
+        let quantizer = GpuQuantizer::new(gpu, rows, cols, role, format, scheme)?;
+        let bits: Vec<u16> = values
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_bits())
+            .collect();
+        let variants = vec![Variant {
+            kernel: quantizer.kernels().join(" + "),
+            provider: Provider::Roofbench,
+            unavailable: None,
+        }];
+        Ok(PreparedQuantize {
+            input: gpu.upload(&bits)?,
+            data: gpu.alloc(quantizer.data_len().max(1))?,
+            scales: gpu.alloc(quantizer.scales_len().max(1))?,
+            scratch: gpu.alloc(quantizer.scratch_len().max(1))?,
+            quantizer,
+            values,
+            variants,
+        })
+    }
+}
+
+impl Prepared for PreparedQuantize {
+    fn variants(&self) -> &[Variant] {
+        &self.variants
+    }
+
+    fn launch(&mut self, gpu: &Gpu, _variant: usize) -> GpuResult<()> {
+        self.quantizer
+            .enqueue(
+                gpu,
+                &self.input,
+                &mut self.data,
+                &mut self.scales,
+                &mut self.scratch,
+            )
+            .map_err(|e| crate::gpu::GpuError::InvalidLaunch(format!("{e:#}")))
+    }
+
+    /// Codes poisoned with 0xff (NaN in E4M3 and E5M2, -1 in INT8) and scales with NaN, so an
+    /// unwritten element fails; then every code and scale must equal the CPU quantizer's.
+    fn verify(&mut self, gpu: &Gpu, variant: usize) -> Result<Check> {
+        gpu.memset_u32(&mut self.data, 0xffff_ffff)?;
+        gpu.memset_u32(&mut self.scales, 0x7fc0_0000)?;
+        self.launch(gpu, variant)?;
+        gpu.synchronize()?;
+        let q = &self.quantizer;
+        let want = quantize(&self.values, q.rows, q.cols, q.role, q.format, q.scheme);
+        let data = gpu.download(&self.data)?;
+        let scales = gpu.download(&self.scales)?;
+        let code = (0..want.data.len()).find(|&i| data[i] != want.data[i]);
+        let scale = (0..want.scales.len()).find(|&i| scales[i].to_bits() != want.scales[i].to_bits());
+        let detail = match (code, scale) {
+            (None, None) => format!(
+                "{} codes and {} scales bit-exact with the CPU quantizer",
+                want.data.len(),
+                want.scales.len()
+            ),
+            (Some(i), _) => format!(
+                "code [{}][{}] = {:#04x}, CPU {:#04x}",
+                i / q.cols,
+                i % q.cols,
+                data[i],
+                want.data[i]
+            ),
+            (None, Some(i)) => format!("scale {i} = {}, CPU {}", scales[i], want.scales[i]),
+        };
+        Ok(Check {
+            passed: code.is_none() && scale.is_none(),
+            max_rel_err: 0.0,
+            detail,
+            accuracy: None,
+        })
+    }
+}

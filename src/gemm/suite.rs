@@ -1,0 +1,284 @@
+//! The `gemm` suite: quantized and BF16 GEMMs of real model shapes, our kernels beside
+//! cuBLASLt, each row with TFLOPS, % of the roofline, speedup over BF16 and the accuracy delta.
+
+use anyhow::Result;
+
+use super::config::{GemmConfig, Op};
+use super::prepared::{self, PreparedGemm};
+use super::quantize_case::{self, PreparedQuantize};
+use crate::gpu::{DeviceInfo, Gpu};
+use crate::measure::{Mode, Workload};
+use crate::report::ResultRow;
+use crate::suite::{Case, Goal, Prepared, Suite};
+
+impl Case for GemmConfig {
+    fn name(&self) -> String {
+        GemmConfig::name(self)
+    }
+
+    fn dtype(&self) -> String {
+        GemmConfig::dtype(self)
+    }
+
+    fn params(&self) -> String {
+        GemmConfig::params(self)
+    }
+
+    fn workload(&self) -> Workload {
+        GemmConfig::workload(self)
+    }
+
+    fn device_bytes(&self) -> u64 {
+        match self.op {
+            Op::Gemm => prepared::device_bytes(self),
+            Op::Quantize(role) => quantize_case::device_bytes(self, role),
+        }
+    }
+
+    /// Cold: weights are read from DRAM in a real layer (each is used once per step).
+    fn default_modes(&self, _device: &DeviceInfo) -> Vec<Mode> {
+        vec![Mode::Cold]
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        let w = GemmConfig::workload(self);
+        serde_json::json!({
+            "name": GemmConfig::name(self),
+            "dtype": GemmConfig::dtype(self),
+            "params": GemmConfig::params(self),
+            "bytes": w.bytes,
+            "flops": w.flops,
+            "m": self.shape.m,
+            "n": self.shape.n,
+            "k": self.shape.k,
+            "inputs": self.inputs.to_string(),
+            "scheme": self.scheme.map(|s| s.to_string()),
+            "bias": self.bias,
+        })
+    }
+
+    fn prepare(&self, gpu: &Gpu) -> Result<Box<dyn Prepared>> {
+        Ok(match self.op {
+            Op::Gemm => Box::new(PreparedGemm::new(gpu, self)?),
+            Op::Quantize(role) => Box::new(PreparedQuantize::new(gpu, self, role)?),
+        })
+    }
+}
+
+pub struct GemmSuite;
+
+fn case(spec: &str) -> Box<dyn Case> {
+    Box::new(GemmConfig::parse(spec).unwrap_or_else(|e| panic!("built-in case `{spec}`: {e:#}")))
+}
+
+/// The formats every large shape runs: the BF16 baseline, FP8 per-tensor and block-scaled, INT8
+/// per-token × per-channel.
+const CORE_FORMATS: [&str; 4] = [
+    "fmt=bf16",
+    "fmt=e4m3,scale=tensor",
+    "fmt=e4m3,scale=block128",
+    "fmt=int8,scale=token",
+];
+
+/// The fixed N × K of the M sweep: one Llama-3-70B MLP projection (gate or up), the shape of
+/// the decode anchors in `../shared/anchors.md`.
+pub const SWEEP_NK: (usize, usize) = (28672, 8192);
+pub const SWEEP_M: [usize; 15] = [
+    1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384,
+];
+/// Tokens of the model-shape cases (a prefill chunk).
+pub const MODEL_M: usize = 4096;
+
+/// The built-in grid.
+pub fn default_specs(quick: bool) -> Vec<String> {
+    let mut specs = Vec::new();
+    let (n, k) = SWEEP_NK;
+    if quick {
+        for size in [4096, 8192] {
+            for f in CORE_FORMATS {
+                specs.push(format!("shape={size}x{size}x{size},{f}"));
+            }
+        }
+        for f in CORE_FORMATS.iter().chain(&["fmt=e4m3,act=bf16"]) {
+            specs.push(format!("shape=16x{n}x{k},{f}"));
+        }
+        specs.push("shape=8192x8192x8192,fmt=e4m3,scale=block128,op=quantize-x".into());
+        return specs;
+    }
+    for size in [1024, 2048, 4096, 8192, 16384] {
+        for f in CORE_FORMATS.iter().chain(&["fmt=e4m3,scale=token"]) {
+            specs.push(format!("shape={size}x{size}x{size},{f}"));
+        }
+    }
+    for (name, _, _) in super::accuracy::MODEL_SHAPES {
+        let formats: &[&str] = if name.starts_with("llama3") {
+            &CORE_FORMATS
+        } else {
+            &["fmt=bf16", "fmt=e4m3,scale=block128"]
+        };
+        for f in formats {
+            specs.push(format!("shape={name},m={MODEL_M},{f}"));
+        }
+    }
+    for m in SWEEP_M {
+        let mut formats = vec!["fmt=bf16", "fmt=e4m3,scale=tensor", "fmt=int8,scale=token"];
+        if m <= 64 {
+            formats.extend(["fmt=e4m3,act=bf16", "fmt=int8,act=bf16"]);
+        }
+        for f in formats {
+            specs.push(format!("shape={m}x{n}x{k},{f}"));
+        }
+    }
+    // The remaining anchor shapes.
+    for shape in ["1x4096x4096", "64x14336x4096", "128x4096x14336", "1024x14336x4096"] {
+        for f in ["fmt=bf16", "fmt=e4m3,scale=tensor"] {
+            specs.push(format!("shape={shape},{f}"));
+        }
+    }
+    for q in [
+        "fmt=e4m3,scale=tensor",
+        "fmt=e4m3,scale=token",
+        "fmt=e4m3,scale=block128",
+        "fmt=int8,scale=token",
+    ] {
+        specs.push(format!("shape=8192x8192x8192,{q},op=quantize-x"));
+    }
+    specs.push("shape=8192x8192x8192,fmt=e4m3,scale=block128,op=quantize-w".into());
+    specs
+}
+
+/// What `verify` runs: every path on awkward sizes (M = 1, 7, 33; N and K off every tile;
+/// K not a multiple of 16 bytes, which only the fallback takes), every input kind and scheme,
+/// with and without bias, and the quantizers.
+pub fn verify_specs() -> Vec<String> {
+    let mut specs = Vec::new();
+    let every_kind = [
+        "fmt=bf16",
+        "fmt=e4m3,scale=tensor",
+        "fmt=e4m3,scale=token",
+        "fmt=e4m3,scale=block128",
+        "fmt=e5m2,scale=token",
+        "fmt=int8,scale=tensor",
+        "fmt=int8,scale=token",
+        "fmt=int8,scale=block128",
+        "fmt=e4m3,act=bf16,scale=token",
+        "fmt=e5m2,act=bf16,scale=tensor",
+        "fmt=int8,act=bf16,scale=block128",
+    ];
+    for shape in ["7x200x80", "33x136x272", "128x256x512", "1x520x4112"] {
+        for f in every_kind {
+            specs.push(format!("shape={shape},{f},path=all"));
+        }
+    }
+    for extra in [
+        "shape=64x384x1024,fmt=e4m3,scale=block128,bias=1,path=all",
+        "shape=300x520x1000,fmt=bf16,bias=1,path=all",
+        "shape=300x520x1000,fmt=int8,scale=token,path=all",
+        "shape=5x7x9,fmt=e4m3,scale=tensor,path=all",
+        "shape=5x7x9,fmt=int8,act=bf16,scale=token,path=all",
+        "shape=257x384x4096,fmt=e4m3,scale=tensor,data=outliers,path=all",
+        "shape=16x1024x8192,fmt=e4m3,act=bf16,scale=block128,bias=1,path=all",
+    ] {
+        specs.push(extra.into());
+    }
+    for q in [
+        "shape=33x1x300,fmt=e4m3,scale=tensor,op=quantize-x",
+        "shape=33x1x300,fmt=e5m2,scale=token,op=quantize-x",
+        "shape=33x1x300,fmt=int8,scale=block128,op=quantize-x",
+        "shape=1x200x300,fmt=e4m3,scale=block128,op=quantize-w",
+    ] {
+        specs.push(q.into());
+    }
+    specs
+}
+
+impl Suite for GemmSuite {
+    fn name(&self) -> &'static str {
+        "gemm"
+    }
+
+    fn about(&self) -> &'static str {
+        "INT8/FP8/BF16 GEMMs (Y = X·Wᵀ) of real model shapes vs cuBLASLt and the compute roof, with accuracy deltas; quantizers"
+    }
+
+    fn kernel_names(&self) -> Vec<String> {
+        let mut names = super::paths::kernel_names();
+        names.extend(super::quant_gpu::kernel_names());
+        names
+    }
+
+    fn case_syntax(&self) -> &'static str {
+        "key=value,... with shape=MxNxK|<model shape> m=TOKENS fmt=bf16|e4m3|e5m2|int8 \
+         scale=tensor|token|block128 act=bf16 (weight-only) bias=0|1 data=gaussian|outliers \
+         path=auto|all|wgmma|mma|stream|simt lt=0|1 op=gemm|quantize-x|quantize-w, \
+         e.g. shape=llama3-70b-qkv,m=2048,fmt=e4m3,scale=block128"
+    }
+
+    fn default_cases(&self, quick: bool) -> Vec<Box<dyn Case>> {
+        default_specs(quick).iter().map(|s| case(s)).collect()
+    }
+
+    fn parse_case(&self, spec: &str) -> Result<Box<dyn Case>> {
+        Ok(Box::new(GemmConfig::parse(spec)?))
+    }
+
+    fn verify_cases(&self) -> Vec<Box<dyn Case>> {
+        verify_specs().iter().map(|s| case(s)).collect()
+    }
+
+    fn goals(&self, rows: &[ResultRow]) -> Vec<Goal> {
+        super::goals::goals(rows)
+    }
+
+    fn annotate(&self, rows: &mut [ResultRow]) -> bool {
+        super::goals::annotate_speedups(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_built_in_case_parses_and_names_are_unique() {
+        for quick in [true, false] {
+            let mut names: Vec<String> = GemmSuite
+                .default_cases(quick)
+                .iter()
+                .map(|c| c.name())
+                .collect();
+            let len = names.len();
+            names.sort();
+            names.dedup();
+            assert_eq!(names.len(), len, "duplicate case names (quick = {quick})");
+        }
+        let verify = GemmSuite.verify_cases();
+        assert!(verify.len() > 40);
+        // The verify grid reaches M = 1, 7, 33 and a K that no 16-byte path takes.
+        let names: Vec<String> = verify.iter().map(|c| c.name()).collect();
+        for needle in ["1x520x4112/", "7x200x80/", "33x136x272/", "300x520x1000/"] {
+            assert!(names.iter().any(|n| n.starts_with(needle)), "{needle}");
+        }
+    }
+
+    #[test]
+    fn the_grid_covers_the_issue_shapes() {
+        let specs = default_specs(false);
+        for needle in [
+            "shape=16384x16384x16384,fmt=e4m3,scale=block128",
+            "shape=llama3-70b-qkv,m=4096,fmt=e4m3,scale=tensor",
+            "shape=deepseek-v3-down,m=4096,fmt=e4m3,scale=block128",
+            "shape=1x28672x8192,fmt=e4m3,act=bf16",
+            "shape=16384x28672x8192,fmt=int8,scale=token",
+        ] {
+            assert!(specs.iter().any(|s| s == needle), "{needle}");
+        }
+    }
+
+    #[test]
+    fn device_memory_is_declared() {
+        let c = GemmConfig::parse("shape=8192x8192x8192,fmt=e4m3").unwrap();
+        // BF16 and FP8 copies of both operands, Y as bf16 and i32, cuBLASLt's workspace.
+        assert!(Case::device_bytes(&c) > 8192 * 8192 * (2 * 2 + 2 + 2 + 4));
+    }
+}
