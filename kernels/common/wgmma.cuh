@@ -25,6 +25,18 @@ template <int PENDING> __device__ __forceinline__ void wgmma_wait_group() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(PENDING) : "memory");
 }
 
+// Pins accumulator registers at this point of the program: an empty asm that "writes" each one,
+// so the compiler cannot move reads of the accumulators above a preceding wgmma_wait_group (it
+// does not know the wgmmas write them asynchronously) nor keep copies across it.
+template <int N> __device__ __forceinline__ void wgmma_fence_operands(float (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+template <int N> __device__ __forceinline__ void wgmma_fence_operands(int32_t (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(d[i])::"memory");
+}
+
 // Descriptor of a K-major operand tile without swizzle, for a wgmma reading 32 bytes of K per row
 // (16 16-bit or 32 8-bit elements). Such a tile is built from 8-row x 16-byte core matrices (128
 // contiguous bytes); `lbo` is the byte distance between the two core matrices of a row group

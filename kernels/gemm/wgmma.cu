@@ -274,7 +274,9 @@ __device__ __forceinline__ void gemm_wgmma(const CUtensorMap* tmap_x, const CUte
       rb::mbarrier_init(&full[s], 1);
       rb::mbarrier_init(&empty[s], kConsumerWarps);
     }
+    // Make the initialised barriers visible to the async proxy (TMA's complete_tx) as well.
     rb::fence_mbarrier_init();
+    rb::fence_proxy_async_shared();
     rb::tma_prefetch_descriptor(tmap_x);
     rb::tma_prefetch_descriptor(tmap_w);
   }
@@ -304,7 +306,8 @@ __device__ __forceinline__ void gemm_wgmma(const CUtensorMap* tmap_x, const CUte
 
   // ---- Consumers ----
   rb::setmaxnreg_inc<kConsumerRegs>();
-  const int consumer = warpgroup - 1;
+  // Broadcast from lane 0 so the compiler knows it is warp-uniform (uniform registers).
+  const int consumer = __shfl_sync(0xffffffff, warpgroup - 1, 0);
   const int t = threadIdx.x % 128;
   const int warp = t / 32, lane = t % 32;
   uint8_t* stage_buf = smem + C::kOffEpi + consumer * kEpiBytes;
@@ -350,6 +353,7 @@ __device__ __forceinline__ void gemm_wgmma(const CUtensorMap* tmap_x, const CUte
         advance(stage, phase, C::kStages);
       }
       rb::wgmma_wait_group<0>();
+      rb::wgmma_fence_operands(acc);  // the epilogue's reads stay after the wait
       if (k_blocks > 0 && lane == 0) rb::mbarrier_arrive(&empty[previous]);
       if (k_blocks == 0) {
 #pragma unroll
@@ -378,6 +382,7 @@ __device__ __forceinline__ void gemm_wgmma(const CUtensorMap* tmap_x, const CUte
         }
         rb::wgmma_commit_group();
         rb::wgmma_wait_group<0>();
+        rb::wgmma_fence_operands(acc);  // the promotion's reads stay after the wait
         if (lane == 0) rb::mbarrier_arrive(&empty[stage]);
         advance(stage, phase, C::kStages);
 #pragma unroll
