@@ -85,8 +85,8 @@ __device__ __forceinline__ uint64_t wgmma_desc_sw128(uint32_t shared_address) {
 // D (+)= A * B for m64nN: `d` holds this thread's N/2 accumulators, `a` and `b` are descriptors
 // of K-major tiles. `accumulate` == 0 overwrites D (wgmma's scale-d) instead of adding to it.
 // REGS = N/2; FOR_REST lists accumulators 1..REGS-1; A_B and P are the operand numbers of a, b
-// and accumulate ("%128, %129" and "%130" for REGS = 128). TAIL is the rest of the operand list after
-// scale-d, which depends on the input type.
+// and accumulate ("%128, %129" and "%130" for REGS = 128). TAIL is the rest of the operand list
+// after scale-d, which depends on the input type.
 #define RB_DEFINE_WGMMA(NAME, REGS, FOR_REST, A_B, P, ACC, CONSTRAINT, PTX, TAIL)                \
   struct NAME {                                                                                  \
     using Acc = ACC;                                                                             \
