@@ -60,6 +60,9 @@ pub enum GpuError {
     },
     #[error("invalid cuBLASLt GEMM argument: {0}")]
     LtArgument(String),
+    /// Arguments a launch or a driver object (e.g. a TMA tensor map) cannot be built from.
+    #[error("invalid GPU argument: {0}")]
+    InvalidArgument(String),
     #[error("CUDA driver error in {call}: {source}")]
     Driver {
         call: &'static str,

@@ -9,6 +9,7 @@ pub mod cublaslt;
 pub mod embedded;
 mod error;
 mod telemetry;
+pub mod tensor_map;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ pub use embedded::{EmbeddedModule, KernelResources, MODULES};
 use error::DriverContext;
 pub use error::{GpuError, GpuResult};
 pub use telemetry::{ClockSnapshot, Telemetry};
+pub use tensor_map::TensorMap;
 
 /// Facts about a device, read from the driver (and NVML for the driver version string).
 #[derive(Debug, Clone, Serialize, Deserialize)]
