@@ -332,7 +332,7 @@ impl PreparedGemm {
                 let out = self.lt_out.as_mut().expect("cuBLASLt output allocated with its plan");
                 gemm.run_with_bias(gpu, &self.w, &self.x, out, self.bias.as_ref())
             }
-            Runner::Unavailable => Err(crate::gpu::GpuError::InvalidLaunch(format!(
+            Runner::Unavailable => Err(crate::gpu::GpuError::InvalidArgument(format!(
                 "variant {variant} is unavailable"
             ))),
         }

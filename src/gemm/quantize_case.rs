@@ -74,7 +74,7 @@ impl Prepared for PreparedQuantize {
                 &mut self.scales,
                 &mut self.scratch,
             )
-            .map_err(|e| crate::gpu::GpuError::InvalidLaunch(format!("{e:#}")))
+            .map_err(|e| crate::gpu::GpuError::InvalidArgument(format!("{e:#}")))
     }
 
     /// Codes poisoned with 0xff (NaN in E4M3 and E5M2, -1 in INT8) and scales with NaN, so an

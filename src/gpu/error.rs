@@ -15,8 +15,6 @@ pub enum GpuError {
          scripts/install-cuda.sh and rebuild"
     )]
     BuiltWithoutKernels(&'static str),
-    #[error("invalid launch: {0}")]
-    InvalidLaunch(String),
     #[error("no embedded kernel named `{0}`")]
     UnknownKernel(String),
     #[error("kernel `{kernel}` is unavailable on {device} (sm_{major}{minor}): it is built for {built_for}")]

@@ -185,7 +185,7 @@ impl Accumulation {
 /// alone reach memory bandwidth at decode sizes), then Hopper's wgmma, the mma.sync path of
 /// sm_80 and newer, and last the CUDA-core fallback that takes any shape.
 pub fn all() -> Vec<&'static dyn GemmPath> {
-    Vec::new()
+    vec![&wgmma::WgmmaPath::STANDARD, &wgmma::WgmmaPath::PROMOTED]
 }
 
 /// The path named `name`.

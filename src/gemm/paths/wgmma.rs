@@ -373,6 +373,17 @@ impl GemmLaunch for WgmmaLaunch {
             self.kernel.name()
         )
     }
+
+    /// The FP8 kernels without promotion keep the whole K sum in the wgmma accumulator.
+    fn accumulation(&self) -> super::Accumulation {
+        let name = self.kernel.name();
+        let fp8 = name.contains("_e4m3") || name.contains("_e5m2");
+        if fp8 && !name.ends_with("_promoted") && !name.ends_with("_block128") {
+            super::Accumulation::HOPPER_FP8
+        } else {
+            super::Accumulation::F32
+        }
+    }
 }
 
 #[cfg(test)]
