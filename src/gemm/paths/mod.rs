@@ -12,6 +12,8 @@
 //! pointers take `const void* x, const void* w` before them; the TMA path takes two
 //! `CUtensorMap`s instead.
 
+pub mod stream;
+
 use std::fmt;
 
 use anyhow::Result;
