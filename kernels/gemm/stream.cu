@@ -92,7 +92,8 @@ struct MmaE5m2 {
 // !pred (rows past N, K past the end).
 __device__ __forceinline__ uint4 ld_stream(const void* p, bool pred) {
   uint4 v;
-  asm("{\n"
+  // volatile: issued where written, ahead of the barriers of the iteration that does not use it.
+  asm volatile("{\n"
       "  .reg .pred p;\n"
       "  setp.ne.b32 p, %5, 0;\n"
       "  mov.b32 %0, 0;\n"
