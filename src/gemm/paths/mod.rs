@@ -12,6 +12,7 @@
 //! pointers take `const void* x, const void* w` before them; the TMA path takes two
 //! `CUtensorMap`s instead.
 
+pub mod stream;
 pub mod wgmma;
 
 use std::fmt;
@@ -185,7 +186,11 @@ impl Accumulation {
 /// alone reach memory bandwidth at decode sizes), then Hopper's wgmma, the mma.sync path of
 /// sm_80 and newer, and last the CUDA-core fallback that takes any shape.
 pub fn all() -> Vec<&'static dyn GemmPath> {
-    vec![&wgmma::WgmmaPath::STANDARD, &wgmma::WgmmaPath::PROMOTED]
+    vec![
+        &stream::StreamPath,
+        &wgmma::WgmmaPath::STANDARD,
+        &wgmma::WgmmaPath::PROMOTED,
+    ]
 }
 
 /// The path named `name`.
