@@ -12,6 +12,9 @@
 //! pointers take `const void* x, const void* w` before them; the TMA path takes two
 //! `CUtensorMap`s instead.
 
+pub mod mma;
+pub mod simt;
+
 use std::fmt;
 
 use anyhow::Result;
