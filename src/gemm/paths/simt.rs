@@ -5,9 +5,9 @@
 //! Also the launch plumbing shared by the paths whose kernels take X and W as pointers
 //! ([`PointerArgs`]): the operand checks and the common argument tail.
 
-use anyhow::{ensure, Result};
+use anyhow::Result;
 
-use super::{Arch, GemmLaunch, GemmPath, Inputs, Operands, Problem};
+use super::{Arch, GemmLaunch, GemmPath, Inputs, Operands, Problem, ScaleMode};
 use crate::gemm::quant::{scales_shape, Operand, QuantFormat};
 use crate::gpu::{Gpu, GpuResult, Kernel};
 
@@ -148,10 +148,6 @@ impl PointerArgs {
                 problem.k
             );
         };
-        ensure!(
-            problem.inputs != Inputs::Bf16 || problem.scheme.is_none(),
-            "BF16 inputs take no scales"
-        );
         Ok(PointerArgs {
             problem: *problem,
             m,
@@ -164,7 +160,7 @@ impl PointerArgs {
     /// Elements each scale buffer must hold (0: not read, may be absent).
     pub(super) fn scale_lens(&self) -> (usize, usize) {
         let p = &self.problem;
-        let Some(scheme) = p.scheme else {
+        let Some(scheme) = p.scheme.filter(|_| p.scale_mode() != ScaleMode::None) else {
             return (0, 0);
         };
         let count = |role, rows| {
@@ -345,6 +341,12 @@ mod tests {
         let args = PointerArgs::new(&bf16).unwrap();
         assert_eq!(args.scale_lens(), (0, 0));
         assert_eq!(args.scale_mode, 0);
+        // A scheme on BF16 inputs is ignored (scale mode 0): no scales read.
+        let odd = Problem {
+            scheme: Some(Scheme::PerTensor),
+            ..bf16
+        };
+        assert_eq!(PointerArgs::new(&odd).unwrap().scale_lens(), (0, 0));
     }
 
     #[test]
