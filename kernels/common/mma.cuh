@@ -23,6 +23,7 @@ RB_DEFINE_MMA_SYNC(MmaF16, float, "+f", "mma.sync.aligned.m16n8k16.row.col.f32.f
 RB_DEFINE_MMA_SYNC(MmaS8, int32_t, "+r", "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32")
 // sm_89 and newer only: instantiate it only in a module built for those targets.
 RB_DEFINE_MMA_SYNC(MmaE4m3, float, "+f", "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32")
+RB_DEFINE_MMA_SYNC(MmaE5m2, float, "+f", "mma.sync.aligned.m16n8k32.row.col.f32.e5m2.e5m2.f32")
 
 #undef RB_DEFINE_MMA_SYNC
 

@@ -12,6 +12,8 @@
 //! pointers take `const void* x, const void* w` before them; the TMA path takes two
 //! `CUtensorMap`s instead.
 
+pub mod mma;
+pub mod simt;
 pub mod stream;
 pub mod wgmma;
 
@@ -190,6 +192,8 @@ pub fn all() -> Vec<&'static dyn GemmPath> {
         &stream::StreamPath,
         &wgmma::WgmmaPath::STANDARD,
         &wgmma::WgmmaPath::PROMOTED,
+        &mma::MmaPath,
+        &simt::SimtPath,
     ]
 }
 
