@@ -145,8 +145,14 @@ impl GemmConfig {
                 }
                 (Inputs::Bf16, None)
             }
-            (Some(f), true) => (Inputs::WeightOnly(f), Some(scheme.unwrap_or(Scheme::PerTokenPerChannel))),
-            (Some(f), false) => (Inputs::Quantized(f), Some(scheme.unwrap_or(Scheme::PerTensor))),
+            (Some(f), true) => (
+                Inputs::WeightOnly(f),
+                Some(scheme.unwrap_or(Scheme::PerTokenPerChannel)),
+            ),
+            (Some(f), false) => (
+                Inputs::Quantized(f),
+                Some(scheme.unwrap_or(Scheme::PerTensor)),
+            ),
         };
         let config = GemmConfig {
             shape,
@@ -182,7 +188,11 @@ impl GemmConfig {
                 matches!(self.inputs, Inputs::Quantized(_))
                     || (role == Operand::Weight && matches!(self.inputs, Inputs::WeightOnly(_))),
                 "`op=quantize-{}` needs a quantized `fmt` for that operand",
-                if role == Operand::Activation { "x" } else { "w" }
+                if role == Operand::Activation {
+                    "x"
+                } else {
+                    "w"
+                }
             );
         }
         Ok(())
@@ -236,7 +246,11 @@ impl GemmConfig {
             Op::Gemm => format!("{}/{}{extras}", self.shape.name, self.dtype()),
             Op::Quantize(role) => format!(
                 "quantize-{}/{}/{}",
-                if role == Operand::Activation { "x" } else { "w" },
+                if role == Operand::Activation {
+                    "x"
+                } else {
+                    "w"
+                },
                 self.shape.name,
                 self.dtype()
             ),
@@ -254,10 +268,10 @@ impl GemmConfig {
     /// Bytes of one operand's scales (0 when it has none).
     pub fn scale_bytes(&self, role: Operand) -> u64 {
         let (rows, cols) = self.quantized_operand(role);
-        let quantized = match (self.inputs, role) {
-            (Inputs::Quantized(_), _) | (Inputs::WeightOnly(_), Operand::Weight) => true,
-            _ => false,
-        };
+        let quantized = matches!(
+            (self.inputs, role),
+            (Inputs::Quantized(_), _) | (Inputs::WeightOnly(_), Operand::Weight)
+        );
         match (quantized, self.scheme) {
             (true, Some(s)) => {
                 let (down, across) = scales_shape(s, role, rows, cols);
@@ -338,7 +352,7 @@ mod tests {
         let c = GemmConfig::parse("shape=8192x8192x8192").unwrap();
         assert_eq!(c.inputs, Inputs::Quantized(QuantFormat::E4m3));
         assert_eq!(c.scheme, Some(Scheme::PerTensor));
-        assert_eq!(c.name(), "8192x8192x8192/e4m3/tensor");
+        assert_eq!(c.name(), "8192x8192x8192/e4m3/per-tensor");
         assert_eq!(c.path, PathChoice::Auto);
         assert!(c.cublaslt && !c.bias);
 
@@ -359,19 +373,21 @@ mod tests {
         let w = c.workload();
         assert_eq!(w.flops, 2 * 64 * 128 * 256);
         // X and W one byte each, Y bf16, one f32 scale per token and per channel.
-        assert_eq!(w.bytes, (64 * 256 + 128 * 256 + 64 * 128 * 2 + (64 + 128) * 4) as u64);
+        assert_eq!(
+            w.bytes,
+            (64 * 256 + 128 * 256 + 64 * 128 * 2 + (64 + 128) * 4) as u64
+        );
         assert_eq!(w.precision, Some(Precision::Int8));
 
-        let c = GemmConfig::parse("shape=4x256x384,fmt=e4m3,scale=block128,act=bf16,bias=1")
-            .unwrap();
+        let c =
+            GemmConfig::parse("shape=4x256x384,fmt=e4m3,scale=block128,act=bf16,bias=1").unwrap();
         // X bf16 without scales; W in 2 x 3 blocks of 128 x 128.
         let expected = 4 * 384 * 2 + 256 * 384 + 4 * 256 * 2 + 6 * 4 + 256 * 2;
         assert_eq!(c.workload().bytes, expected as u64);
         assert_eq!(c.workload().precision, Some(Precision::Bf16));
         assert_eq!(c.weight_bytes(), (256 * 384 + 24) as u64);
 
-        let q = GemmConfig::parse("shape=100x1x300,fmt=e5m2,scale=block128,op=quantize-x")
-            .unwrap();
+        let q = GemmConfig::parse("shape=100x1x300,fmt=e5m2,scale=block128,op=quantize-x").unwrap();
         // Read bf16, write codes, 100 x 3 scales.
         assert_eq!(q.workload().bytes, (100 * 300 * 3 + 300 * 4) as u64);
         assert_eq!(q.workload().flops, 0);

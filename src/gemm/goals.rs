@@ -46,7 +46,11 @@ fn fastest<'a>(
 ) -> Option<&'a ResultRow> {
     rows.iter()
         .filter(|r| r.provider == provider && timed(r).is_some() && pick(r))
-        .min_by(|a, b| a.median_us.partial_cmp(&b.median_us).expect("finite medians"))
+        .min_by(|a, b| {
+            a.median_us
+                .partial_cmp(&b.median_us)
+                .expect("finite medians")
+        })
 }
 
 /// Fills `speedup_vs_bf16` (our BF16 kernel's median / this row's) and
@@ -240,9 +244,21 @@ mod tests {
         let rows = vec![
             row("shape=8192x8192x8192,fmt=e4m3", "roofbench", 800.0),
             row("shape=8192x8192x8192,fmt=e4m3", "cublaslt", 820.0),
-            row("shape=8192x8192x8192,fmt=e4m3,scale=block128", "roofbench", 820.0),
-            row("shape=8192x8192x8192,fmt=int8,scale=token", "roofbench", 1300.0),
-            row("shape=8192x8192x8192,fmt=int8,scale=token", "cublaslt", 1265.0),
+            row(
+                "shape=8192x8192x8192,fmt=e4m3,scale=block128",
+                "roofbench",
+                820.0,
+            ),
+            row(
+                "shape=8192x8192x8192,fmt=int8,scale=token",
+                "roofbench",
+                1300.0,
+            ),
+            row(
+                "shape=8192x8192x8192,fmt=int8,scale=token",
+                "cublaslt",
+                1265.0,
+            ),
             row("shape=16x28672x8192,fmt=e4m3", "roofbench", 100.0),
         ];
         let goals = goals(&rows);

@@ -73,7 +73,7 @@ enum Runner {
         launch: Box<dyn GemmLaunch>,
     },
     CublasLt {
-        gemm: LtGemm,
+        gemm: Box<LtGemm>,
         /// INT8 GEMMs return the raw i32 dot products of the codes (no dequantizing epilogue).
         int32_out: bool,
     },
@@ -205,8 +205,15 @@ impl PreparedGemm {
         };
         let (wd, scale_w, wq) = match c.inputs.format() {
             Some(f) => {
-                let (d, s, q) =
-                    quantize_operand(gpu, &w, n, k, Operand::Weight, f, c.scheme.context("scheme")?)?;
+                let (d, s, q) = quantize_operand(
+                    gpu,
+                    &w,
+                    n,
+                    k,
+                    Operand::Weight,
+                    f,
+                    c.scheme.context("scheme")?,
+                )?;
                 (d, Some(s), Some(q))
             }
             None => (gpu.upload(&bf16_bytes(&w))?, None, None),
@@ -218,25 +225,31 @@ impl PreparedGemm {
         };
         // Even length: the NaN fill writes whole 32-bit words.
         let y = gpu.alloc::<u16>((m * n + GUARD).next_multiple_of(2))?;
-        let host = HostOperands {
-            x,
-            w,
-            xq,
-            wq,
-            bias,
-        };
+        let host = HostOperands { x, w, xq, wq, bias };
 
         let mut variants = Vec::new();
         let mut runners = Vec::new();
         let arch = gpu.info().compute_capability;
         let problem = c.problem();
-        let chosen: Vec<std::result::Result<&'static dyn paths::GemmPath, String>> = match &c.path
-        {
+        // `all`: every path that takes the problem (one row with every reason if none does).
+        let chosen: Vec<std::result::Result<&'static dyn paths::GemmPath, String>> = match &c.path {
             PathChoice::Auto => vec![paths::auto(&problem, arch)],
-            PathChoice::All => paths::all().into_iter().map(Ok).collect(),
+            PathChoice::All => {
+                let fit: Vec<_> = paths::all()
+                    .into_iter()
+                    .filter(|p| p.supports(&problem, arch).is_ok())
+                    .map(Ok)
+                    .collect();
+                if fit.is_empty() {
+                    vec![paths::auto(&problem, arch)]
+                } else {
+                    fit
+                }
+            }
             PathChoice::Named(name) => vec![paths::by_name(name).map_err(|e| e.to_string())],
         };
         for choice in chosen {
+            let name = choice.as_ref().map_or("roofbench", |p| p.name());
             let prepared = choice.and_then(|path| {
                 path.supports(&problem, arch)
                     .map_err(|why| format!("{}: {why}", path.name()))?;
@@ -254,7 +267,7 @@ impl PreparedGemm {
                 }
                 Err(why) => {
                     variants.push(Variant {
-                        kernel: "roofbench".into(),
+                        kernel: name.into(),
                         provider: Provider::Roofbench,
                         unavailable: Some(why),
                     });
@@ -290,7 +303,10 @@ impl PreparedGemm {
                         provider: Provider::CublasLt,
                         unavailable: None,
                     });
-                    runners.push(Runner::CublasLt { gemm, int32_out });
+                    runners.push(Runner::CublasLt {
+                        gemm: Box::new(gemm),
+                        int32_out,
+                    });
                 }
                 Err(why) => {
                     variants.push(Variant {
@@ -329,7 +345,10 @@ impl PreparedGemm {
         match &mut self.runners[variant] {
             Runner::Ours { launch } => launch.enqueue(gpu, &operands),
             Runner::CublasLt { gemm, .. } => {
-                let out = self.lt_out.as_mut().expect("cuBLASLt output allocated with its plan");
+                let out = self
+                    .lt_out
+                    .as_mut()
+                    .expect("cuBLASLt output allocated with its plan");
                 gemm.run_with_bias(gpu, &self.w, &self.x, out, self.bias.as_ref())
             }
             Runner::Unavailable => Err(crate::gpu::GpuError::InvalidArgument(format!(
@@ -341,7 +360,11 @@ impl PreparedGemm {
     /// Rows and columns of Y to check: all of a small problem; else the first and last, the
     /// last eight columns (a partial tile of any width up to 8), and random ones.
     fn sample(&self) -> (Vec<usize>, Vec<usize>) {
-        let (m, n, k) = (self.config.shape.m, self.config.shape.n, self.config.shape.k);
+        let (m, n, k) = (
+            self.config.shape.m,
+            self.config.shape.n,
+            self.config.shape.k,
+        );
         if m * n * k <= FULL_CHECK_MACS {
             return ((0..m).collect(), (0..n).collect());
         }
@@ -382,7 +405,11 @@ impl Prepared for PreparedGemm {
     }
 
     fn verify(&mut self, gpu: &Gpu, variant: usize) -> Result<Check> {
-        let (m, n, k) = (self.config.shape.m, self.config.shape.n, self.config.shape.k);
+        let (m, n, k) = (
+            self.config.shape.m,
+            self.config.shape.n,
+            self.config.shape.k,
+        );
         let (accumulation, int32_out) = match &self.runners[variant] {
             Runner::Ours { launch } => (launch.accumulation(), false),
             Runner::CublasLt { int32_out, .. } => (Accumulation::F32, *int32_out),
@@ -391,7 +418,14 @@ impl Prepared for PreparedGemm {
         let lt = matches!(self.runners[variant], Runner::CublasLt { .. });
         if lt {
             let out = self.lt_out.as_mut().context("cuBLASLt output")?;
-            gpu.memset_u32(out, if int32_out { 0x7fc0_0000 } else { NAN_BF16_PAIR })?;
+            gpu.memset_u32(
+                out,
+                if int32_out {
+                    0x7fc0_0000
+                } else {
+                    NAN_BF16_PAIR
+                },
+            )?;
         } else {
             gpu.memset_u32(&mut self.y, NAN_BF16_PAIR)?;
         }
@@ -451,7 +485,8 @@ impl Prepared for PreparedGemm {
                 (Some(xq), Some(wq)) if xq.format == QuantFormat::Int8 => Some(
                     (0..k)
                         .map(|j| {
-                            i64::from(xq.data[r * k + j] as i8) * i64::from(wq.data[c * k + j] as i8)
+                            i64::from(xq.data[r * k + j] as i8)
+                                * i64::from(wq.data[c * k + j] as i8)
                         })
                         .sum(),
                 ),
@@ -521,7 +556,8 @@ impl Prepared for PreparedGemm {
             } else {
                 (value - want).abs()
             };
-            max_rel = max_rel.max((value - want).abs() / want.abs().max(scale).max(f64::MIN_POSITIVE));
+            max_rel =
+                max_rel.max((value - want).abs() / want.abs().max(scale).max(f64::MIN_POSITIVE));
             if diff > tolerance && worst.is_none_or(|w| diff - tolerance > w.0) {
                 worst = Some((diff - tolerance, *r, *c, value, want));
             }

@@ -89,7 +89,8 @@ impl Prepared for PreparedQuantize {
         let data = gpu.download(&self.data)?;
         let scales = gpu.download(&self.scales)?;
         let code = (0..want.data.len()).find(|&i| data[i] != want.data[i]);
-        let scale = (0..want.scales.len()).find(|&i| scales[i].to_bits() != want.scales[i].to_bits());
+        let scale =
+            (0..want.scales.len()).find(|&i| scales[i].to_bits() != want.scales[i].to_bits());
         let detail = match (code, scale) {
             (None, None) => format!(
                 "{} codes and {} scales bit-exact with the CPU quantizer",

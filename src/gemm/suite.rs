@@ -130,7 +130,12 @@ pub fn default_specs(quick: bool) -> Vec<String> {
         }
     }
     // The remaining anchor shapes.
-    for shape in ["1x4096x4096", "64x14336x4096", "128x4096x14336", "1024x14336x4096"] {
+    for shape in [
+        "1x4096x4096",
+        "64x14336x4096",
+        "128x4096x14336",
+        "1024x14336x4096",
+    ] {
         for f in ["fmt=bf16", "fmt=e4m3,scale=tensor"] {
             specs.push(format!("shape={shape},{f}"));
         }

@@ -35,3 +35,25 @@ pub fn assert_graph_replays(gpu: &Gpu, case: &dyn Case) {
     let check = prepared.verify(gpu, 0).unwrap();
     assert!(check.passed, "{}", check.detail);
 }
+
+/// Like [`assert_all_verify`] where a case may offer variants this GPU cannot run (another
+/// architecture's kernels, a library without the operation): none may fail, and every case must
+/// pass at least one roofbench variant.
+pub fn assert_none_fail(gpu: &Gpu, suite: &dyn Suite, cases: Vec<Box<dyn Case>>) {
+    let rows = suite::verify(gpu, &[(suite, cases)]);
+    let failed: Vec<_> = rows
+        .iter()
+        .filter(|r| r.outcome == VerifyOutcome::Fail)
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    let mut cases: Vec<&str> = rows.iter().map(|r| r.case.as_str()).collect();
+    cases.dedup();
+    for case in cases {
+        assert!(
+            rows.iter().any(|r| r.case == case
+                && r.provider == "roofbench"
+                && r.outcome == VerifyOutcome::Pass),
+            "{case}: no roofbench variant ran"
+        );
+    }
+}

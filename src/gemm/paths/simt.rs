@@ -199,7 +199,7 @@ impl PointerArgs {
                 p.inputs
             ));
         }
-        if p.bias && !operands.bias.is_some_and(|b| b.len() >= p.n) {
+        if p.bias && operands.bias.is_none_or(|b| b.len() < p.n) {
             return fail(format!(
                 "gemm: the problem has a bias of N = {} elements; none or a shorter one given",
                 p.n
