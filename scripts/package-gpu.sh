@@ -31,7 +31,7 @@ for line in sys.stdin:
     kind, name = msg["target"]["kind"][0], msg["target"]["name"]
     # Only harnesses with GPU tests travel (the CPU-only ones ran here; every executable embeds
     # all kernels, so each one costs megabytes of the carry limit).
-    gpu_tests = kind == "lib" or (kind == "test" and name.startswith("gpu_"))
+    gpu_tests = kind == "lib" or (kind == "test" and name == "gpu")
     if kind in kinds and (kind == "bench" or (msg["profile"]["test"] and gpu_tests)):
         name = kind + "-" + name if kind in ("lib", "bin") else name
         shutil.copy2(exe, os.path.join(dest, name))

@@ -2,7 +2,7 @@
 //! scores within the f32 bound, selections and compactions exact, block swaps and copies byte for
 //! byte, on fresh random data with poisoned outputs; plus graph capture of a whole eviction step.
 
-mod common;
+use super::common;
 
 use roofbench::kv_evict::{EvictConfig, KvEvictSuite};
 use roofbench::suite::Suite;

@@ -2,7 +2,7 @@
 //! Each kernel runs on fresh random inputs, including odd sizes, into NaN/0xffffffff-poisoned
 //! outputs, and is compared with its CPU reference.
 
-mod common;
+use super::common;
 
 use common::gpu;
 use roofbench::gpu::GpuError;

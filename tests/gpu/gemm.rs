@@ -2,7 +2,7 @@
 //! every path on odd shapes, every input kind and scheme, NaN-poisoned outputs with a guard band,
 //! cuBLASLt beside them; the quantizers bit for bit; graph capture of a GEMM.
 
-mod common;
+use super::common;
 
 use roofbench::gemm::{GemmConfig, GemmSuite};
 use roofbench::suite::Suite;

@@ -2,7 +2,7 @@
 //! every axis of the kernels on fresh random data and on index-revealing data, NaN-poisoned
 //! outputs, plus graph capture of the decode + merge pair.
 
-mod common;
+use super::common;
 
 use roofbench::attention::{AttentionConfig, AttentionSuite};
 use roofbench::suite::Suite;
