@@ -74,16 +74,6 @@ pub fn annotate_speedups(rows: &mut [ResultRow]) -> bool {
     changed
 }
 
-fn goal(name: String, value: f64, target: &str, met: bool, detail: String) -> Goal {
-    Goal {
-        name,
-        value,
-        target: target.into(),
-        met,
-        detail,
-    }
-}
-
 /// Our fastest row against cuBLASLt's for every case matching `pick`.
 fn versus_cublaslt(
     rows: &[ResultRow],
@@ -103,7 +93,7 @@ fn versus_cublaslt(
         let lt = fastest(rows, "cublaslt", |r| r.case == case && r.mode == "cold");
         if let (Some(ours), Some(lt)) = (ours, lt) {
             let ratio = lt.median_us.unwrap_or(f64::NAN) / ours.median_us.unwrap_or(f64::NAN);
-            out.push(goal(
+            out.push(Goal::new(
                 format!("{case}: {what} / cuBLASLt"),
                 ratio,
                 &format!(">= {target:.2}"),
@@ -142,7 +132,7 @@ pub fn goals(rows: &[ResultRow]) -> Vec<Goal> {
         gemm(r) && r.case.starts_with("8192x8192x8192/") && r.dtype == "e4m3/block128"
     }) {
         let tflops = r.tflops.unwrap_or(f64::NAN);
-        out.push(goal(
+        out.push(Goal::new(
             format!("{}: TFLOPS", r.case),
             tflops,
             ">= 1300",
@@ -182,7 +172,7 @@ pub fn goals(rows: &[ResultRow]) -> Vec<Goal> {
         let copy_gbps = r.gbps.unwrap_or(f64::NAN) / (r.pct_of_copy.unwrap_or(f64::NAN) / 100.0);
         let weight_gbps = (n * k * w_elem) as f64 / (median * 1e-6) / 1e9;
         let pct = 100.0 * weight_gbps / copy_gbps;
-        out.push(goal(
+        out.push(Goal::new(
             format!("{}: weight bytes, % of copy bandwidth", r.case),
             pct,
             ">= 85",

@@ -19,7 +19,7 @@ use super::accuracy::{metrics, weights};
 use super::config::{GemmConfig, PathChoice};
 use super::paths::{self, Accumulation, GemmLaunch, Inputs, Operands};
 use super::quant::{round_bf16_f64, Operand, QuantFormat, Quantized, Scheme};
-use super::quant_gpu::GpuQuantizer;
+use super::quant_gpu::quantize_to_device;
 use crate::gpu::cublaslt::{LtGemm, LtPrecision, LtScales, LtScaling};
 use crate::gpu::{Buffer, Gpu, GpuResult};
 use crate::suite::{AccuracyDelta, Check, Prepared, Provider, Variant};
@@ -118,36 +118,6 @@ pub fn device_bytes(c: &GemmConfig) -> u64 {
         + crate::gpu::cublaslt::WORKSPACE_BYTES as u64
 }
 
-/// Quantizes one BF16 operand on the device; returns the codes, the scales and the host copy.
-fn quantize_operand(
-    gpu: &Gpu,
-    values: &[f32],
-    rows: usize,
-    cols: usize,
-    role: Operand,
-    format: QuantFormat,
-    scheme: Scheme,
-) -> Result<(Buffer<u8>, Buffer<f32>, Quantized)> {
-    let quantizer = GpuQuantizer::new(gpu, rows, cols, role, format, scheme)?;
-    let input = gpu.upload(&bf16_bits(values))?;
-    let mut data = gpu.alloc::<u8>(quantizer.data_len().max(1))?;
-    let mut scales = gpu.alloc::<f32>(quantizer.scales_len().max(1))?;
-    let mut scratch = gpu.alloc::<f32>(quantizer.scratch_len().max(1))?;
-    quantizer.enqueue(gpu, &input, &mut data, &mut scales, &mut scratch)?;
-    let mut host_scales = gpu.download(&scales)?;
-    host_scales.truncate(quantizer.scales_len());
-    let q = Quantized {
-        format,
-        scheme,
-        role,
-        rows,
-        cols,
-        data: gpu.download(&data)?,
-        scales: host_scales,
-    };
-    Ok((data, scales, q))
-}
-
 /// cuBLASLt's precision and scaling for a case, or why it has none.
 fn cublaslt_mapping(c: &GemmConfig) -> std::result::Result<(LtPrecision, LtScaling), String> {
     match (c.inputs, c.scheme) {
@@ -190,9 +160,9 @@ impl PreparedGemm {
         };
         let (xd, scale_x, xq) = match c.inputs {
             Inputs::Quantized(f) => {
-                let (d, s, q) = quantize_operand(
+                let (d, s, q) = quantize_to_device(
                     gpu,
-                    &x,
+                    &bf16_bits(&x),
                     m,
                     k,
                     Operand::Activation,
@@ -205,9 +175,9 @@ impl PreparedGemm {
         };
         let (wd, scale_w, wq) = match c.inputs.format() {
             Some(f) => {
-                let (d, s, q) = quantize_operand(
+                let (d, s, q) = quantize_to_device(
                     gpu,
-                    &w,
+                    &bf16_bits(&w),
                     n,
                     k,
                     Operand::Weight,

@@ -242,6 +242,40 @@ impl GpuQuantizer {
     }
 }
 
+/// Quantizes `x` (`[rows][cols]` bf16 bit patterns) on the device: the codes and scales stay
+/// there (for kernels to read) and come back as a [`Quantized`] too (for references).
+pub fn quantize_to_device(
+    gpu: &Gpu,
+    x: &[u16],
+    rows: usize,
+    cols: usize,
+    role: Operand,
+    format: QuantFormat,
+    scheme: Scheme,
+) -> Result<(Buffer<u8>, Buffer<f32>, Quantized)> {
+    let q = GpuQuantizer::new(gpu, rows, cols, role, format, scheme)?;
+    let x_d = gpu.upload(x)?;
+    // At least one element each: a zero-sized allocation is an error, an unused byte is not.
+    let mut data = gpu.alloc::<u8>(q.data_len().max(1))?;
+    let mut scales = gpu.alloc::<f32>(q.scales_len().max(1))?;
+    let mut scratch = gpu.alloc::<f32>(q.scratch_len().max(1))?;
+    q.enqueue(gpu, &x_d, &mut data, &mut scales, &mut scratch)?;
+    let mut codes = gpu.download(&data)?;
+    codes.truncate(q.data_len());
+    let mut host_scales = gpu.download(&scales)?;
+    host_scales.truncate(q.scales_len());
+    let quantized = Quantized {
+        format,
+        scheme,
+        role,
+        rows,
+        cols,
+        data: codes,
+        scales: host_scales,
+    };
+    Ok((data, scales, quantized))
+}
+
 /// Quantizes `x` (`[rows][cols]`) on the device and brings the result back: the GPU twin of
 /// [`super::quant::quantize`] on `x` widened to f32.
 pub fn quantize_on_gpu(
@@ -253,20 +287,6 @@ pub fn quantize_on_gpu(
     format: QuantFormat,
     scheme: Scheme,
 ) -> Result<Quantized> {
-    let q = GpuQuantizer::new(gpu, rows, cols, role, format, scheme)?;
     let bits: Vec<u16> = x.iter().map(|v| v.to_bits()).collect();
-    let x_d = gpu.upload(&bits)?;
-    let mut data = gpu.alloc::<u8>(q.data_len())?;
-    let mut scales = gpu.alloc::<f32>(q.scales_len())?;
-    let mut scratch = gpu.alloc::<f32>(q.scratch_len())?;
-    q.enqueue(gpu, &x_d, &mut data, &mut scales, &mut scratch)?;
-    Ok(Quantized {
-        format,
-        scheme,
-        role,
-        rows,
-        cols,
-        data: gpu.download(&data)?,
-        scales: gpu.download(&scales)?,
-    })
+    Ok(quantize_to_device(gpu, &bits, rows, cols, role, format, scheme)?.2)
 }

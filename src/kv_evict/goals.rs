@@ -26,16 +26,6 @@ fn median(rows: &[ResultRow], case: &str) -> Option<f64> {
         .and_then(|r| r.median_us)
 }
 
-fn goal(name: String, value: f64, target: &str, met: bool, detail: String) -> Goal {
-    Goal {
-        name,
-        value,
-        target: target.into(),
-        met,
-        detail,
-    }
-}
-
 pub fn goals(rows: &[ResultRow]) -> Vec<Goal> {
     let mut out = Vec::new();
     let decode = name_of("op=decode");
@@ -43,7 +33,7 @@ pub fn goals(rows: &[ResultRow]) -> Vec<Goal> {
         for policy in ["h2o", "tova", "snapkv", "streaming-llm"] {
             let evict = name_of(&format!("op=evict,policy={policy}"));
             if let Some(t) = median(rows, &evict) {
-                out.push(goal(
+                out.push(Goal::new(
                     format!("{evict} / one decode step"),
                     t / step,
                     "<= 0.10",
@@ -60,7 +50,7 @@ pub fn goals(rows: &[ResultRow]) -> Vec<Goal> {
                 let c = EvictConfig::parse(&format!("{SHAPE},{spec}")).expect("a built-in spec");
                 let share = c.budgets()[0] as f64 / c.context_lens()[0] as f64;
                 let ideal = share * step;
-                out.push(goal(
+                out.push(Goal::new(
                     format!("{compacted} / ({budget} x full decode)"),
                     t / ideal,
                     "<= 1.10",
@@ -75,7 +65,7 @@ pub fn goals(rows: &[ResultRow]) -> Vec<Goal> {
     for r in rows.iter().filter(cold_ok) {
         if r.case.starts_with("compact/") {
             if let Some(pct) = r.pct_of_copy {
-                out.push(goal(
+                out.push(Goal::new(
                     format!("{} % of copy bandwidth", r.case),
                     pct,
                     ">= 85",
@@ -87,7 +77,7 @@ pub fn goals(rows: &[ResultRow]) -> Vec<Goal> {
         let swap = r.case.starts_with("swap-");
         if swap && r.ceiling_source.starts_with("measured:pcie") {
             if let Some(pct) = r.pct_of_ceiling {
-                out.push(goal(
+                out.push(Goal::new(
                     format!("{} % of pinned PCIe", r.case),
                     pct,
                     ">= 90",

@@ -61,6 +61,18 @@ pub struct Goal {
     pub detail: String,
 }
 
+impl Goal {
+    pub fn new(name: String, value: f64, target: &str, met: bool, detail: String) -> Goal {
+        Goal {
+            name,
+            value,
+            target: target.into(),
+            met,
+            detail,
+        }
+    }
+}
+
 pub trait Case {
     /// Short unique name within the suite, e.g. `copy/1GiB`.
     fn name(&self) -> String;
