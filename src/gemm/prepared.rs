@@ -573,3 +573,56 @@ fn failed(detail: String) -> Check {
         accuracy: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping(spec: &str) -> std::result::Result<(LtPrecision, LtScaling), String> {
+        cublaslt_mapping(&GemmConfig::parse(spec).unwrap())
+    }
+
+    #[test]
+    fn cublaslt_runs_what_it_has() {
+        assert_eq!(
+            mapping("shape=8x8x16,fmt=e4m3,scale=token"),
+            Ok((LtPrecision::Fp8E4m3, LtScaling::Outer))
+        );
+        assert_eq!(
+            mapping("shape=8x8x16,fmt=e4m3,scale=block128"),
+            Ok((LtPrecision::Fp8E4m3, LtScaling::Block128))
+        );
+        assert_eq!(
+            mapping("shape=8x8x16,fmt=bf16"),
+            Ok((LtPrecision::Bf16, LtScaling::None))
+        );
+        // INT8: the raw i32 product; the scales are applied on the host for the accuracy delta.
+        assert_eq!(
+            mapping("shape=8x8x16,fmt=int8,scale=token"),
+            Ok((LtPrecision::Int8, LtScaling::None))
+        );
+        for (spec, why) in [
+            ("shape=8x8x16,fmt=e5m2", "E5M2"),
+            ("shape=8x8x16,fmt=e4m3,act=bf16", "weight-only"),
+            ("shape=8x8x16,fmt=int8,scale=block128", "block scales"),
+        ] {
+            let err = mapping(spec).unwrap_err();
+            assert!(err.contains(why), "{spec}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_accumulation_bound_follows_the_roundoff() {
+        // f32: (K + 4) * 2^-23 relative to the sum of |products| (to first order).
+        let f32_bound = Accumulation::F32.error_bound(4096, 1.0);
+        assert!(
+            (f32_bound - 4100.0 / 8_388_608.0).abs() < 1e-9,
+            "{f32_bound}"
+        );
+        // Hopper FP8: one rounding at 2^-13 per k32 instruction, far looser.
+        let fp8 = Accumulation::HOPPER_FP8.error_bound(4096, 1.0);
+        assert!(fp8 > 100.0 * f32_bound && fp8 < 0.02, "{fp8}");
+        // Never more than the sum itself.
+        assert_eq!(Accumulation::HOPPER_FP8.error_bound(1 << 30, 3.0), 3.0);
+    }
+}

@@ -129,6 +129,13 @@ pub fn default_specs(quick: bool) -> Vec<String> {
             specs.push(format!("shape={m}x{n}x{k},{f}"));
         }
     }
+    // FP8 accumulation at growing K: every path (wgmma keeps the sum in the tensor core's
+    // accumulator, wgmma-promoted moves it to f32 every 128 of K), speed and kernel_sqnr_db.
+    for k in [4096, 16384, 65536] {
+        specs.push(format!(
+            "shape=2048x2048x{k},fmt=e4m3,scale=tensor,path=all"
+        ));
+    }
     // The remaining anchor shapes.
     for shape in [
         "1x4096x4096",
@@ -275,6 +282,7 @@ mod tests {
             "shape=deepseek-v3-down,m=4096,fmt=e4m3,scale=block128",
             "shape=1x28672x8192,fmt=e4m3,act=bf16",
             "shape=16384x28672x8192,fmt=int8,scale=token",
+            "shape=2048x2048x65536,fmt=e4m3,scale=tensor,path=all",
         ] {
             assert!(specs.iter().any(|s| s == needle), "{needle}");
         }
