@@ -13,7 +13,8 @@
 //!   what the FP8 accumulator's precision costs and what promotion costs in speed.
 //!
 //! Constraints (TMA): X and W rows must be 16-byte multiples (`K * bytes % 16 == 0`) and start
-//! 16-byte aligned; the device must be sm_90 (wgmma does not exist on sm_100).
+//! 16-byte aligned; the device must be sm_90 (wgmma does not exist on sm_100). INT8 without
+//! block scales accumulates all of K in int32, so K is limited to `mma::MAX_K_INT32`.
 
 use anyhow::Result;
 
@@ -149,6 +150,18 @@ impl WgmmaPath {
                  K = {k}",
                 16 / bytes,
                 problem.inputs
+            ));
+        }
+        // The kernels without block scales keep all of K in the wgmma accumulators: for INT8
+        // that is int32 (no saturation), which wraps once 127^2 K exceeds 2^31 - 1.
+        if format == Some(QuantFormat::Int8)
+            && mode != ScaleMode::Block128
+            && k > super::mma::MAX_K_INT32
+        {
+            return Err(format!(
+                "INT8 without block scales accumulates all of K in int32: K must be at most {} \
+                 (127^2 K < 2^31); got K = {k}",
+                super::mma::MAX_K_INT32
             ));
         }
         let (kernel, tile) = match (format, mode) {
@@ -501,6 +514,35 @@ mod tests {
             Ok(())
         );
         assert!(err(&fp8(64, 64, 0, Scheme::PerTensor), HOPPER).contains("at least 1"));
+        // INT8 per-tensor / per-token: int32 accumulation over all of K; block-128 is exempt.
+        let max_k = super::super::mma::MAX_K_INT32 / 16 * 16;
+        let int8 = |k, scheme| {
+            problem(
+                64,
+                64,
+                k,
+                Inputs::Quantized(QuantFormat::Int8),
+                Some(scheme),
+            )
+        };
+        assert_eq!(
+            path.supports(&int8(max_k, Scheme::PerTensor), HOPPER),
+            Ok(())
+        );
+        let e = err(&int8(max_k + 16, Scheme::PerTokenPerChannel), HOPPER);
+        assert!(
+            e.contains("int32") && e.contains(&format!("K = {}", max_k + 16)),
+            "{e}"
+        );
+        assert_eq!(
+            path.supports(&int8(max_k + 16, Scheme::Block128), HOPPER),
+            Ok(())
+        );
+        // FP8 has no such limit (f32 accumulators).
+        assert_eq!(
+            path.supports(&fp8(64, 64, max_k + 16, Scheme::PerTensor), HOPPER),
+            Ok(())
+        );
         let big = i32::MAX as usize + 1;
         assert!(err(&problem(big, 64, 64, Inputs::Bf16, None), HOPPER).contains("32 bits"));
         let e = WgmmaPath::PROMOTED
