@@ -620,7 +620,10 @@ mod tests {
         // Hopper FP8: one rounding at 2^-13 per k32 instruction (132 of them), far looser.
         let fp8 = Accumulation::HOPPER_FP8.error_bound(4096, 1.0);
         let nu = 132.0 / 8192.0;
-        assert!((fp8 - nu / (1.0 - nu)).abs() < 1e-15 && fp8 > 30.0 * f32_bound, "{fp8}");
+        assert!(
+            (fp8 - nu / (1.0 - nu)).abs() < 1e-15 && fp8 > 30.0 * f32_bound,
+            "{fp8}"
+        );
         // Never more than the sum itself.
         assert_eq!(Accumulation::HOPPER_FP8.error_bound(1 << 30, 3.0), 3.0);
     }

@@ -401,6 +401,28 @@ impl GemmLaunch for WgmmaLaunch {
 
 #[cfg(test)]
 mod tests {
+    /// `setmaxnreg` moves registers within the CTA's allocation, which is fixed at launch by
+    /// the kernel's register count: the producer's 40 and the consumers' 232 balance only at
+    /// 168 per thread (40·128 + 232·256 = 168·384). A kernel compiled to fewer registers would block forever in
+    /// `setmaxnreg.inc`, so the build's ptxas report must say exactly 168 on sm_90a.
+    #[test]
+    fn every_kernel_holds_the_register_pool_setmaxnreg_redistributes() {
+        if crate::gpu::MODULES.is_empty() {
+            return; // built without nvcc
+        }
+        for name in kernel_names() {
+            let module = crate::gpu::embedded::module_of(&name)
+                .unwrap_or_else(|| panic!("{name} is not embedded"));
+            let report = module
+                .kernels
+                .iter()
+                .find(|r| r.kernel == name && r.target == "sm_90a")
+                .unwrap_or_else(|| panic!("{name} has no sm_90a report"));
+            assert_eq!(report.registers, 168, "{name}: {report:?}");
+            assert!(!report.spills(), "{name} spills: {report:?}");
+        }
+    }
+
     use super::*;
     use crate::gemm::quant::Scheme;
 
