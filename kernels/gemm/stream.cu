@@ -32,8 +32,8 @@
 //   >= M zeroed once), in its own element type, and read back as B fragments with 16-byte loads;
 //   rows are padded so the 8 lanes of a quarter-warp hit distinct banks.
 // - Input kinds (Traits below): BF16 x BF16 (bf16 mma); W8A8 int8 (s8 mma k32, exact s32);
-//   W8A8 fp8 (e4m3/e5m2 mma k32 on sm_89+, on sm_80/86 both widened exactly to f16 for the f16
-//   mma); weight-only W8A16 (W codes widened exactly to bf16, bf16 mma with X bf16).
+//   W8A8 fp8 (the e4m3/e5m2 mma k32 on sm_89 only; elsewhere both operands widened exactly to f16
+//   for the f16 mma, see RB_STREAM_FP8_WIDEN); weight-only W8A16 (W codes widened exactly to bf16, bf16 mma with X bf16).
 // - Accumulation: each 128-wide K block is summed in fresh mma accumulators ("partials") and then
 //   added to f32 registers: times scale_x[m][kb]·scale_w[n/128][kb] in block-128 mode (3), as is
 //   ("promotion") otherwise. This keeps int8 sums exact in s32 within a block and bounds how many
@@ -179,8 +179,11 @@ template <> struct Traits<W8A8<S8>> {
 };
 
 // fp8 x fp8: the native fp8 mma (k32, same fragments as int8) where it exists, else both
-// operands widened exactly to f16 (4 k16 steps per vector).
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 890
+// operands widened exactly to f16 (4 k16 steps per vector). Only sm_89 (Ada) has it in hardware:
+// sm_80/86 lack the instruction, and on sm_90/sm_100 ptxas emulates it by converting both
+// operands to f16 inside every mma (NVIDIA/cutlass#1986), which here would convert each W vector
+// once per token fragment (up to 8 times) instead of once.
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ < 890 || __CUDA_ARCH__ >= 900)
 #define RB_STREAM_FP8_WIDEN 1
 #else
 #define RB_STREAM_FP8_WIDEN 0
@@ -278,7 +281,8 @@ template <typename Kind, int MB> struct Geometry {
 };
 
 // CTAs per SM the kernel is compiled for: two (<= 128 registers) for the small buckets, except
-// for fp8 widened to f16 on sm_80/86 (more registers for the widened words; no spills).
+// for fp8 x fp8 widened to f16 (every target but sm_89): more registers for the widened words,
+// no spills.
 template <typename Kind, int MB> constexpr int min_blocks() {
   return MB <= 16 && !(RB_STREAM_FP8_WIDEN && Traits<Kind>::kWBytes == 1 &&
                        Traits<Kind>::kXBytes == 1 && !std::is_same_v<Kind, W8A8<S8>>)

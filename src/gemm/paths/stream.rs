@@ -212,7 +212,7 @@ impl GemmPath for StreamPath {
                 problem.m
             ));
         }
-        let (x_bytes, w_bytes) = problem.inputs.element_bytes();
+        let (_, w_bytes) = problem.inputs.element_bytes();
         let multiple = 16 / w_bytes;
         if problem.k % multiple != 0 {
             return Err(format!(
@@ -221,10 +221,12 @@ impl GemmPath for StreamPath {
                 problem.k
             ));
         }
-        let limit = i32::MAX as usize;
-        if problem.k * x_bytes.max(w_bytes) > limit || problem.n > limit {
+        // The kernels compute element indices in int, up to one K iteration (≤ 512 elements)
+        // past K and one 64-row CTA past N; byte offsets are 64-bit.
+        let limit = i32::MAX as usize - 1024;
+        if problem.k > limit || problem.n > limit {
             return Err(format!(
-                "the stream kernels index rows with 32-bit ints: N and K x bytes must be at most \
+                "the stream kernels index K and N with 32-bit ints: N and K must be at most \
                  {limit}; got N = {}, K = {}",
                 problem.n, problem.k
             ));
@@ -453,6 +455,18 @@ mod tests {
             .supports(&problem(1, 4096, 100, Inputs::Bf16), H100)
             .unwrap_err();
         assert!(e.contains("multiple of 8") && e.contains("K = 100"), "{e}");
+        let e = StreamPath
+            .supports(
+                &problem(
+                    1,
+                    4096,
+                    (1 << 31) - 16,
+                    Inputs::Quantized(QuantFormat::Int8),
+                ),
+                H100,
+            )
+            .unwrap_err();
+        assert!(e.contains("32-bit") && e.contains("K = 2147483632"), "{e}");
     }
 
     #[test]
