@@ -3,7 +3,9 @@
 # m16n8k16 / m16n8k32, the widened fp8 path, accumulator -> (row, col) in the epilogue. It checks
 # one CTA tile of small problems with M/N/K tails against numpy. Run: python3 scripts/sim/mma_sim.py
 # (numpy). It cannot check hardware behaviour the PTX ISA does not state; a GPU run still must.
+import sys
 import numpy as np
+FAILURES = []  # mismatches per run; any non-zero one fails the script
 rng = np.random.default_rng(1)
 BM=BN=128; ROWB=64; TILEB=BM*ROWB
 
@@ -143,9 +145,12 @@ def run(eb, M, N, K, m0, n0, via_f16=False):
             gr,gc=m0+r,n0+c
             if gr<M and gc<N and Y[r,c]!=ref[gr,gc]: bad+=1
     print(f"eb={eb} via_f16={via_f16} M={M} N={N} K={K} tile=({m0},{n0}): mismatches {bad}")
+    FAILURES.append(bad)
 
 run(1, 150, 140, 80, 0, 0)
 run(1, 150, 140, 208, 128, 128)
 run(1, 130, 135, 80, 0, 128, via_f16=True)
 run(2, 140, 133, 40, 0, 0)
 run(2, 140, 133, 72, 128, 0)
+
+sys.exit(1 if any(FAILURES) else 0)
