@@ -402,24 +402,20 @@ impl Prepared for PreparedGemm {
         self.enqueue(gpu, variant)?;
         gpu.synchronize()?;
         // Y as f64 values (i32 for cuBLASLt INT8), with the guard band.
-        let got: Vec<f64> = if lt {
-            let bytes = gpu.download(self.lt_out.as_ref().context("cuBLASLt output")?)?;
-            if int32_out {
-                bytes
-                    .chunks_exact(4)
-                    .map(|b| f64::from(i32::from_le_bytes(b.try_into().expect("4 bytes"))))
-                    .collect()
-            } else {
-                bytes
-                    .chunks_exact(2)
-                    .map(|b| f64::from(half::bf16::from_le_bytes([b[0], b[1]]).to_f32()))
-                    .collect()
-            }
+        // Y as downloaded (bf16 bits, or cuBLASLt's bytes), read element by element: a Y of
+        // 16384 x 28672 widened to f64 up front would take 3.7 GB of host memory.
+        let bytes: Vec<u8> = if lt {
+            gpu.download(self.lt_out.as_ref().context("cuBLASLt output")?)?
         } else {
-            gpu.download(&self.y)?
-                .into_iter()
-                .map(|b| f64::from(half::bf16::from_bits(b).to_f32()))
-                .collect()
+            bytemuck::cast_slice(&gpu.download(&self.y)?).to_vec()
+        };
+        let got = |i: usize| -> f64 {
+            if int32_out {
+                let b = &bytes[4 * i..4 * i + 4];
+                f64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            } else {
+                f64::from(half::bf16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]).to_f32())
+            }
         };
         // The NaN poison of i32 output is the bit pattern 0x7fc00000, an impossible dot product
         // at these sizes; as f64 it is 2143289344.
@@ -430,14 +426,14 @@ impl Prepared for PreparedGemm {
                 !v.is_finite()
             }
         };
-        if let Some(i) = (0..m * n).find(|&i| poison(got[i])) {
+        if let Some(i) = (0..m * n).into_par_iter().find_first(|&i| poison(got(i))) {
             return Ok(failed(format!(
                 "Y[{}][{}] was not written (still NaN) or is not finite",
                 i / n,
                 i % n
             )));
         }
-        if let Some(i) = (m * n..m * n + GUARD).find(|&i| !poison(got[i])) {
+        if let Some(i) = (m * n..m * n + GUARD).find(|&i| !poison(got(i))) {
             return Ok(failed(format!(
                 "wrote past the end of Y ({} elements after it)",
                 i - m * n + 1
@@ -512,7 +508,7 @@ impl Prepared for PreparedGemm {
             .sqrt()
             / (expected.len().max(1) as f64).sqrt();
         for (r, c, e) in &expected {
-            let g = got[r * n + c];
+            let g = got(r * n + c);
             let (value, want, tolerance) = match (int32_out, e.codes_dot) {
                 (true, Some(dot)) => (g * int8_scale(*r, *c), dot as f64 * int8_scale(*r, *c), 0.0),
                 _ => {
