@@ -126,7 +126,11 @@ impl GemmConfig {
         let Some(shape) = shape else {
             bail!("a GEMM case needs `shape=MxNxK` or `shape=<model shape>` (e.g. llama3-70b-qkv)")
         };
-        let named = !shape.contains(['x', 'X']);
+        // `MxNxK` is three numbers; anything else names a model shape (names may contain an x).
+        let named = !shape
+            .split(['x', 'X'])
+            .map(|d| d.trim().parse::<usize>().is_ok())
+            .eq([true, true, true]);
         let mut shape = GemmShape::parse(&shape, m.unwrap_or(DEFAULT_TOKENS))?;
         if let (false, Some(m)) = (named, m) {
             bail!(
