@@ -49,33 +49,50 @@ cat > "$dist/run-all.sh" <<'RUN'
 # On a GPU node: device facts, every correctness check, the GPU tests, calibration, the suites
 # (measured against the fresh ceilings), the benches. Results go to $OUT (default ./out):
 # verify.txt, tests.txt, calibrate.txt, results/<gpu>/{ceilings.json,*.csv,*.json,*.svg}, criterion/.
-# Arguments go to `roofbench run` (e.g. --quick).
+# Arguments go to `roofbench run` (e.g. --quick, or a suite and its --case list).
+# ROOFBENCH_PHASES picks steps (default: all of "verify tests calibrate run benches"), so a
+# session with a per-call time limit can spread them over calls, e.g.
+#   ROOFBENCH_PHASES="verify tests" run-all.sh;  ROOFBENCH_PHASES="calibrate run" run-all.sh --quick
+# ROOFBENCH_VERIFY_SUITES limits `verify` to some suites (e.g. "gemm"); results of earlier calls
+# in the same $OUT are kept (calibration is reused by `run`).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${OUT:-$PWD/out}
+phases=" ${ROOFBENCH_PHASES:-verify tests calibrate run benches} "
+[ "${ROOFBENCH_SKIP_BENCHES:-0}" = 1 ] && phases=${phases/ benches / }
+want() { [[ "$phases" == *" $1 "* ]]; }
 mkdir -p "$out"
 status=0
-# cuBLASLt (vendor GEMM ceilings) is loaded at run time; CUDA installs keep it outside ld's path.
+# cuBLASLt (vendor GEMMs) is loaded at run time; CUDA installs keep it outside ld's path.
 for d in /usr/local/cuda/lib64 /usr/local/cuda-*/targets/x86_64-linux/lib; do
   [ -e "$d/libcublasLt.so" ] || ls "$d"/libcublasLt.so.* >/dev/null 2>&1 && export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"
 done
 "$here/bin/roofbench" devices | tee "$out/devices.txt" || exit 2
 "$here/bin/roofbench" kernels > "$out/kernels.txt"
-"$here/bin/roofbench" verify 2>&1 | tee "$out/verify.txt" || status=1
-for t in "$here"/tests/*; do
-  echo "== $(basename "$t") --ignored"
-  "$t" --ignored --test-threads=1 || status=1
-done 2>&1 | tee "$out/tests.txt"
-grep -q "FAILED\|panicked" "$out/tests.txt" && status=1
-"$here/bin/roofbench" calibrate --out "$out/results" 2>&1 | tee "$out/calibrate.txt" || status=1
-"$here/bin/roofbench" run --out "$out/results" "$@" || status=1
-if [ "${ROOFBENCH_SKIP_BENCHES:-0}" != 1 ]; then
+if want verify; then
+  # shellcheck disable=SC2086  # a list of suite names
+  "$here/bin/roofbench" verify ${ROOFBENCH_VERIFY_SUITES:-} 2>&1 | tee "$out/verify.txt" || status=1
+fi
+if want tests; then
+  for t in "$here"/tests/*; do
+    echo "== $(basename "$t") --ignored"
+    "$t" --ignored --test-threads=1 || status=1
+  done 2>&1 | tee "$out/tests.txt"
+  grep -q "FAILED\|panicked" "$out/tests.txt" && status=1
+fi
+if want calibrate; then
+  "$here/bin/roofbench" calibrate --out "$out/results" 2>&1 | tee "$out/calibrate.txt" || status=1
+fi
+if want run; then
+  "$here/bin/roofbench" run --out "$out/results" "$@" || status=1
+fi
+if want benches; then
   for b in "$here"/benches/*; do
     [ -x "$b" ] || continue  # benches travel in their own archive (see below)
     CRITERION_HOME="$out/criterion" "$b" --bench --warm-up-time 1 --measurement-time 2 || status=1
   done 2>&1 | tee "$out/benches.txt"
 fi
-echo "run-all: exit $status (outputs in $out)"
+echo "run-all: phases${phases% }, exit $status (outputs in $out)"
 exit $status
 RUN
 chmod +x "$dist/run-all.sh"
