@@ -15,57 +15,19 @@ BF16/FP16 KV only (FP8 KV cases are skipped with a note). Uniform lengths only f
 batch would read padding); FlashInfer takes any lengths.
 """
 import argparse
-import csv
 import datetime
 import json
 import math
-import statistics
 import subprocess
 import sys
+
+from common import time_cold, write_rows
 
 try:
     import torch
 except ImportError:  # the script still documents itself and exits cleanly
     torch = None
 
-COLUMNS = [  # the CSV header of roofbench's results (src/report/row.rs), in order
-    "suite", "case", "kernel", "provider", "dtype", "params", "mode", "status", "samples", "median_us",
-    "p10_us", "p90_us", "mean_us", "stdev_us", "rel_ci", "launches_per_sample", "bytes", "flops", "gbps",
-    "tflops", "ceiling", "ceiling_source", "ceiling_value", "pct_of_ceiling", "bound_us", "pct_of_spec",
-    "pct_of_copy", "tokens_per_s", "verified", "max_rel_err", "sqnr_db", "kernel_sqnr_db",
-    "speedup_vs_bf16", "speedup_vs_cublaslt_bf16", "clock_warning", "gpu", "sm_clock_mhz",
-    "mem_clock_mhz", "driver", "cuda", "commit", "timestamp", "note",
-]
-
-
-def time_cold(fn, l2_bytes, budget_s=2.0, min_samples=10, target_rel_ci=0.01):
-    """Median µs of `fn` with the L2 flushed (written, then read) before each sample."""
-    flush = torch.empty(max(2 * l2_bytes, 8 << 20) // 4, dtype=torch.int32, device="cuda")
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    for _ in range(3):
-        fn()
-    samples, t0 = [], datetime.datetime.now()
-    while True:
-        flush.fill_(len(samples))
-        flush.sum()
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end) * 1e3)
-        n = len(samples)
-        if n >= min_samples:
-            s = sorted(samples)
-            half = 1.96 * math.sqrt(n) / 2
-            lo, hi = s[max(0, int(n / 2 - half))], s[min(n - 1, int(math.ceil(n / 2 + half)))]
-            if (hi - lo) / (2 * statistics.median(s)) <= target_rel_ci:
-                break
-        if (datetime.datetime.now() - t0).total_seconds() > budget_s and n >= 3:
-            break
-    s = sorted(samples)
-    q = statistics.quantiles(s, n=10) if len(s) >= 2 else [s[0]] * 9
-    return {"samples": len(s), "median_us": statistics.median(s), "p10_us": q[0], "p90_us": q[-1],
-            "mean_us": statistics.mean(s), "stdev_us": statistics.pstdev(s)}
 
 
 def torch_dtype(name):
@@ -157,11 +119,7 @@ def main():
                 row.update(status="skipped", note=f"{type(e).__name__}: {e}")
             rows.append(row)
             print(f"{case['name']:<48} {kernel:<26} {row.get('median_us', '-')}", file=sys.stderr)
-    with open(args.out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r.get(k, "") for k in COLUMNS})
+    write_rows(args.out, rows)
     print(f"{len(rows)} baseline rows in {args.out}")
     return 0
 

@@ -204,7 +204,7 @@ mod tests {
 
     #[test]
     fn baseline_scripts_write_the_same_columns() {
-        // scripts/baselines/*.py write rows for the same CSV: their COLUMNS must be this header.
+        // scripts/baselines/*.py write rows for the same CSV: common.py's COLUMNS must be this header.
         let dir = tempfile::tempdir().unwrap();
         let mut w = ResultsWriter::create(dir.path(), "s", RunMetadata::this_run()).unwrap();
         w.append(row("c", Some(1.0))).unwrap();
@@ -212,7 +212,7 @@ mod tests {
         let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
         let script = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/scripts/baselines/attention.py"
+            "/scripts/baselines/common.py"
         ))
         .unwrap();
         let list = script

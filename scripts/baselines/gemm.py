@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""PyTorch baselines for the gemm suite, written as rows of roofbench's results schema.
+
+Where PyTorch with CUDA is installed, times the same cases as `roofbench run gemm` through the
+calls `../shared/anchors.md` was measured with:
+  - bf16: torch.matmul (cuBLAS/cuBLASLt),
+  - e4m3 per-tensor and per-token x per-channel: torch._scaled_mm (cuBLASLt FP8),
+  - int8: torch._int_mm (cuBLASLt IMMA, int32 out; scales not applied),
+with CUDA events, the L2 flushed before every sample, the median of adaptive samples. Bytes and
+FLOPs come from roofbench itself (`roofbench cases gemm`), so the TFLOPS columns are comparable.
+
+    roofbench cases gemm --quick > cases.jsonl
+    python3 scripts/baselines/gemm.py cases.jsonl --out results/<gpu>/gemm-baselines.csv
+
+E5M2 x E5M2, block-128 scales, weight-only GEMMs and quantizer cases have no torch call here:
+those rows are skipped with a note. Inputs are random; outputs are not checked (roofbench's own
+cuBLASLt provider is verified in `roofbench run gemm`).
+"""
+import argparse
+import json
+import subprocess
+import sys
+
+from common import now, time_cold, write_rows
+
+try:
+    import torch
+except ImportError:  # the script still documents itself and exits cleanly
+    torch = None
+
+
+def runner(case):
+    """A closure that runs the case's GEMM once, or (None, why)."""
+    m, n, k = case["m"], case["n"], case["k"]
+    inputs, scheme = case["inputs"], case["scheme"]
+    if "op=gemm" not in case["params"]:
+        return None, "quantizer cases have no torch baseline"
+    if case["bias"]:
+        return None, "bias: no torch baseline"
+    dev = "cuda"
+    if inputs == "bf16":
+        x = torch.randn(m, k, dtype=torch.bfloat16, device=dev)
+        w = torch.randn(n, k, dtype=torch.bfloat16, device=dev)
+        return (lambda: torch.matmul(x, w.t())), ""
+    if inputs == "e4m3" and scheme in ("per-tensor", "per-token-channel"):
+        x = torch.randn(m, k, device=dev).to(torch.float8_e4m3fn)
+        w = torch.randn(n, k, device=dev).to(torch.float8_e4m3fn)
+        if scheme == "per-tensor":
+            sx = torch.ones((), device=dev)
+            sw = torch.ones((), device=dev)
+        else:
+            sx = torch.ones(m, 1, device=dev)
+            sw = torch.ones(1, n, device=dev)
+        return (lambda: torch._scaled_mm(x, w.t(), scale_a=sx, scale_b=sw, out_dtype=torch.bfloat16)), ""
+    if inputs == "int8":
+        x = torch.randint(-127, 128, (m, k), dtype=torch.int8, device=dev)
+        w = torch.randint(-127, 128, (n, k), dtype=torch.int8, device=dev)
+        return (lambda: torch._int_mm(x, w.t())), ""
+    return None, f"{inputs}/{scheme}: no torch call in this script"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("cases", help="JSON lines from `roofbench cases gemm ...`")
+    ap.add_argument("--out", required=True, help="CSV to write (roofbench's results schema)")
+    args = ap.parse_args()
+    if torch is None or not torch.cuda.is_available():
+        print("gemm baselines skipped: PyTorch with CUDA is not available")
+        return 0
+    props = torch.cuda.get_device_properties(0)
+    l2 = getattr(props, "L2_cache_size", 50 << 20)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
+    base = {"suite": "gemm", "mode": "cold", "gpu": props.name, "cuda": torch.version.cuda, "commit": commit,
+            "launches_per_sample": 1, "ceiling": "none (baseline)", "verified": "false",
+            "note": f"torch {torch.__version__}; not checked against roofbench's reference"}
+    rows = []
+    for line in open(args.cases):
+        case = json.loads(line)
+        row = dict(base, case=case["name"], kernel="torch", provider="torch", dtype=case["dtype"],
+                   params=case["params"], bytes=case["bytes"], flops=case["flops"], timestamp=now())
+        try:
+            run, why = runner(case)
+            if run is None:
+                rows.append(dict(row, status="skipped", note=why))
+                continue
+            t = time_cold(run, l2)
+            row.update(t, status="ok", gbps=case["bytes"] / (t["median_us"] * 1e-6) / 1e9,
+                       tflops=case["flops"] / (t["median_us"] * 1e-6) / 1e12)
+            torch.cuda.empty_cache()
+        except Exception as e:  # a call that cannot run a case is a skipped row, not a crash
+            row.update(status="skipped", note=f"{type(e).__name__}: {e}")
+        rows.append(row)
+        print(f"{case['name']:<56} {row.get('median_us', '-')}", file=sys.stderr)
+    write_rows(args.out, rows)
+    print(f"{len(rows)} baseline rows in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
