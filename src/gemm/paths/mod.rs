@@ -21,7 +21,7 @@ use std::fmt;
 
 use anyhow::Result;
 
-use super::quant::{QuantFormat, Scheme};
+use super::quant::{scales_shape, Operand, QuantFormat, Scheme};
 use crate::gpu::{Buffer, Gpu, GpuResult};
 
 /// What X and W hold.
@@ -106,6 +106,55 @@ pub struct Problem {
 impl Problem {
     pub fn scale_mode(&self) -> ScaleMode {
         ScaleMode::of(self.inputs, self.scheme)
+    }
+
+    /// Elements each scale buffer must hold, `(scale_x, scale_w)` (0: not read, may be absent).
+    pub fn scale_lens(&self) -> (usize, usize) {
+        let Some(scheme) = self.scheme.filter(|_| self.scale_mode() != ScaleMode::None) else {
+            return (0, 0);
+        };
+        let count = |role, rows| {
+            let (down, across) = scales_shape(scheme, role, rows, self.k);
+            down * across
+        };
+        let x = match self.inputs {
+            Inputs::Quantized(_) => count(Operand::Activation, self.m),
+            Inputs::Bf16 | Inputs::WeightOnly(_) => 0,
+        };
+        (x, count(Operand::Weight, self.n))
+    }
+
+    /// Fails unless `operands` hold what every kernel of the problem reads and writes: a misuse
+    /// that would otherwise be an out-of-bounds device access. Every path calls it before a
+    /// launch.
+    pub fn check_operands(&self, operands: &Operands) -> GpuResult<()> {
+        let fail = |why: String| Err(crate::gpu::GpuError::InvalidArgument(why));
+        let (bx, bw) = self.inputs.element_bytes();
+        if operands.x.len() < self.m * self.k * bx || operands.w.len() < self.n * self.k * bw {
+            return fail(format!(
+                "gemm {}x{}x{} {}: X or W buffer too short",
+                self.m, self.n, self.k, self.inputs
+            ));
+        }
+        if operands.y.len() < self.m * self.n {
+            return fail("gemm: Y buffer too short".into());
+        }
+        let (sx, sw) = self.scale_lens();
+        let long_enough =
+            |len: usize, buf: Option<&Buffer<f32>>| len == 0 || buf.is_some_and(|b| b.len() >= len);
+        if !(long_enough(sx, operands.scale_x) && long_enough(sw, operands.scale_w)) {
+            return fail(format!(
+                "gemm {}: scale_x needs {sx} and scale_w {sw} floats",
+                self.inputs
+            ));
+        }
+        if self.bias && operands.bias.is_none_or(|b| b.len() < self.n) {
+            return fail(format!(
+                "gemm: the problem has a bias of N = {} elements; none or a shorter one given",
+                self.n
+            ));
+        }
+        Ok(())
     }
 }
 

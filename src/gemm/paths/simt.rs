@@ -7,8 +7,8 @@
 
 use anyhow::Result;
 
-use super::{Arch, GemmLaunch, GemmPath, Inputs, Operands, Problem, ScaleMode};
-use crate::gemm::quant::{scales_shape, Operand, QuantFormat};
+use super::{Arch, GemmLaunch, GemmPath, Inputs, Operands, Problem};
+use crate::gemm::quant::QuantFormat;
 use crate::gpu::{Gpu, GpuResult, Kernel};
 
 /// Output tile edge (rows and columns) of one CTA.
@@ -157,62 +157,11 @@ impl PointerArgs {
         })
     }
 
-    /// Elements each scale buffer must hold (0: not read, may be absent).
-    pub(super) fn scale_lens(&self) -> (usize, usize) {
-        let p = &self.problem;
-        let Some(scheme) = p.scheme.filter(|_| p.scale_mode() != ScaleMode::None) else {
-            return (0, 0);
-        };
-        let count = |role, rows| {
-            let (down, across) = scales_shape(scheme, role, rows, p.k);
-            down * across
-        };
-        let x = match p.inputs {
-            Inputs::Quantized(_) => count(Operand::Activation, p.m),
-            Inputs::Bf16 | Inputs::WeightOnly(_) => 0,
-        };
-        (x, count(Operand::Weight, p.n))
-    }
-
-    /// Fails unless the operands hold what the kernel reads and writes: a misuse that would
-    /// otherwise be an out-of-bounds device access.
-    fn check(&self, operands: &Operands) -> GpuResult<()> {
-        let p = &self.problem;
-        let (bx, bw) = p.inputs.element_bytes();
-        let fail = |why: String| Err(crate::gpu::GpuError::InvalidArgument(why));
-        if operands.x.len() < p.m * p.k * bx || operands.w.len() < p.n * p.k * bw {
-            return fail(format!(
-                "gemm {}x{}x{} {}: X or W buffer too short",
-                p.m, p.n, p.k, p.inputs
-            ));
-        }
-        if operands.y.len() < p.m * p.n {
-            return fail("gemm: Y buffer too short".into());
-        }
-        let (sx, sw) = self.scale_lens();
-        let long_enough = |len: usize, buf: Option<&crate::gpu::Buffer<f32>>| {
-            len == 0 || buf.is_some_and(|b| b.len() >= len)
-        };
-        if !(long_enough(sx, operands.scale_x) && long_enough(sw, operands.scale_w)) {
-            return fail(format!(
-                "gemm {}: scale_x needs {sx} and scale_w {sw} floats",
-                p.inputs
-            ));
-        }
-        if p.bias && operands.bias.is_none_or(|b| b.len() < p.n) {
-            return fail(format!(
-                "gemm: the problem has a bias of N = {} elements; none or a shorter one given",
-                p.n
-            ));
-        }
-        Ok(())
-    }
-
     /// Launches `kernel(x, w, y, scale_x, scale_w, bias, m, n, k, scale_mode)`; nothing when
     /// M or N is 0 (no output). A scale the mode does not read, or an absent bias, goes as null.
     ///
     /// # Safety
-    /// `kernel` must take exactly these arguments and stay within the buffers [`Self::check`]
+    /// `kernel` must take exactly these arguments and stay within the buffers [`Problem::check_operands`]
     /// verifies for any grid of `grid` CTAs of `block` threads with `smem` dynamic bytes.
     pub(super) unsafe fn launch(
         &self,
@@ -223,11 +172,11 @@ impl PointerArgs {
         block: u32,
         smem: u32,
     ) -> GpuResult<()> {
-        self.check(operands)?;
+        self.problem.check_operands(operands)?;
         if self.problem.m == 0 || self.problem.n == 0 {
             return Ok(());
         }
-        let (sx, sw) = self.scale_lens();
+        let (sx, sw) = self.problem.scale_lens();
         let bias = if self.problem.bias {
             operands.bias
         } else {
@@ -333,24 +282,27 @@ mod tests {
         let q = problem(33, 200, 4112, Inputs::Quantized(QuantFormat::Int8));
         let args = PointerArgs::new(&q).unwrap();
         // X [33][ceil(4112/128) = 33], W [ceil(200/128) = 2][33].
-        assert_eq!(args.scale_lens(), (33 * 33, 2 * 33));
+        assert_eq!(args.problem.scale_lens(), (33 * 33, 2 * 33));
         let wo = problem(7, 200, 80, Inputs::WeightOnly(QuantFormat::E5m2));
-        assert_eq!(PointerArgs::new(&wo).unwrap().scale_lens(), (0, 2));
+        assert_eq!(PointerArgs::new(&wo).unwrap().problem.scale_lens(), (0, 2));
         let per_row = Problem {
             scheme: Some(Scheme::PerTokenPerChannel),
             ..q
         };
-        assert_eq!(PointerArgs::new(&per_row).unwrap().scale_lens(), (33, 200));
+        assert_eq!(
+            PointerArgs::new(&per_row).unwrap().problem.scale_lens(),
+            (33, 200)
+        );
         let bf16 = problem(7, 200, 80, Inputs::Bf16);
         let args = PointerArgs::new(&bf16).unwrap();
-        assert_eq!(args.scale_lens(), (0, 0));
+        assert_eq!(args.problem.scale_lens(), (0, 0));
         assert_eq!(args.scale_mode, 0);
         // A scheme on BF16 inputs is ignored (scale mode 0): no scales read.
         let odd = Problem {
             scheme: Some(Scheme::PerTensor),
             ..bf16
         };
-        assert_eq!(PointerArgs::new(&odd).unwrap().scale_lens(), (0, 0));
+        assert_eq!(PointerArgs::new(&odd).unwrap().problem.scale_lens(), (0, 0));
     }
 
     #[test]

@@ -271,6 +271,7 @@ impl GemmPath for StreamPath {
             (None, None)
         };
         Ok(Box::new(StreamLaunch {
+            problem: *problem,
             kernel,
             plan,
             slots,
@@ -288,6 +289,7 @@ impl GemmPath for StreamPath {
 
 /// The prepared launch of one problem.
 pub struct StreamLaunch {
+    problem: Problem,
     kernel: Kernel,
     plan: Plan,
     slots: usize,
@@ -307,6 +309,7 @@ impl GemmLaunch for StreamLaunch {
         if self.m == 0 || self.n == 0 {
             return Ok(()); // an empty Y
         }
+        self.problem.check_operands(operands)?;
         let mut launch = gpu.launch(&self.kernel);
         launch
             .buffer(operands.x)

@@ -21,7 +21,7 @@ use anyhow::Result;
 use super::{Arch, GemmLaunch, GemmPath, Inputs, Operands, Problem, ScaleMode};
 use crate::gemm::quant::{QuantFormat, BLOCK};
 use crate::gpu::tensor_map::{Swizzle, TensorMapElement, Tiled2d};
-use crate::gpu::{Buffer, Gpu, GpuError, GpuResult, Kernel, TensorMap};
+use crate::gpu::{Gpu, GpuResult, Kernel, TensorMap};
 
 /// Threads per CTA: a producer warpgroup and two consumer warpgroups.
 pub const THREADS: u32 = 384;
@@ -253,21 +253,6 @@ pub struct WgmmaLaunch {
     maps: Option<Maps>,
 }
 
-fn invalid(why: String) -> GpuError {
-    GpuError::InvalidArgument(why)
-}
-
-/// Checks `buffer` holds at least `needed` elements.
-fn check_len<T>(what: &str, buffer: &Buffer<T>, needed: usize) -> GpuResult<()> {
-    if buffer.len() < needed {
-        return Err(invalid(format!(
-            "wgmma GEMM: {what} holds {} elements, the problem needs {needed}",
-            buffer.len()
-        )));
-    }
-    Ok(())
-}
-
 impl WgmmaLaunch {
     /// The maps of a `rows x K` operand at `address`, read in `box_rows`-row boxes.
     fn operand_map(&self, address: u64, rows: usize, box_rows: u32) -> GpuResult<TensorMap> {
@@ -287,44 +272,6 @@ impl WgmmaLaunch {
         }
         .encode(address)
     }
-
-    /// Checks the operands against the problem: sizes, and the scales its scale mode reads.
-    fn check_operands(&self, operands: &Operands) -> GpuResult<()> {
-        let p = &self.problem;
-        let (xb, wb) = p.inputs.element_bytes();
-        check_len("X", operands.x, p.m * p.k * xb)?;
-        check_len("W", operands.w, p.n * p.k * wb)?;
-        check_len("Y", operands.y, p.m * p.n)?;
-        let k_blocks = p.k.div_ceil(BLOCK);
-        let (x_scales, w_scales) = match p.scale_mode() {
-            ScaleMode::None => (0, 0),
-            ScaleMode::PerTensor => (1, 1),
-            ScaleMode::PerTokenPerChannel => (p.m, p.n),
-            ScaleMode::Block128 => (p.m * k_blocks, p.n.div_ceil(BLOCK) * k_blocks),
-        };
-        for (what, buffer, needed) in [
-            ("scale_x", operands.scale_x, x_scales),
-            ("scale_w", operands.scale_w, w_scales),
-        ] {
-            match buffer {
-                Some(b) => check_len(what, b, needed)?,
-                None if needed > 0 => {
-                    return Err(invalid(format!(
-                        "wgmma GEMM: scale mode {:?} needs {what}",
-                        p.scale_mode()
-                    )))
-                }
-                None => {}
-            }
-        }
-        if p.bias {
-            let bias = operands
-                .bias
-                .ok_or_else(|| invalid("wgmma GEMM: the problem has a bias, none given".into()))?;
-            check_len("bias", bias, p.n)?;
-        }
-        Ok(())
-    }
 }
 
 /// A null pointer argument.
@@ -335,7 +282,7 @@ impl GemmLaunch for WgmmaLaunch {
         if self.grid == 0 {
             return Ok(()); // M or N is 0: no output to write
         }
-        self.check_operands(operands)?;
+        self.problem.check_operands(operands)?;
         let (x_address, w_address) = (
             operands.x.device_address(gpu),
             operands.w.device_address(gpu),
