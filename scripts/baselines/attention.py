@@ -15,13 +15,11 @@ BF16/FP16 KV only (FP8 KV cases are skipped with a note). Uniform lengths only f
 batch would read padding); FlashInfer takes any lengths.
 """
 import argparse
-import datetime
 import json
 import math
-import subprocess
 import sys
 
-from common import time_cold, write_rows
+from common import base_row, timed_row, write_rows
 
 try:
     import torch
@@ -87,12 +85,8 @@ def main():
         have_flashinfer = True
     except ImportError:
         have_flashinfer = False
-    props = torch.cuda.get_device_properties(0)
-    l2 = getattr(props, "L2_cache_size", 50 << 20)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
-    base = {"suite": "attention", "mode": "cold", "gpu": props.name, "cuda": torch.version.cuda, "commit": commit,
-            "launches_per_sample": 1, "ceiling": "none (baseline)", "verified": "false",
-            "note": f"torch {torch.__version__}; not checked against roofbench's reference"}
+    l2 = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20)
+    base = base_row("attention", torch)
     rows = []
     for line in open(args.cases):
         case = json.loads(line)
@@ -104,19 +98,10 @@ def main():
             providers.append(("flashinfer_paged_decode", "flashinfer", flashinfer_runner))
         for kernel, provider, make in providers:
             row = dict(base, case=case["name"], kernel=kernel, provider=provider, dtype=case["dtype"],
-                       params=case["params"], bytes=case["bytes"], flops=case["flops"],
-                       timestamp=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-            try:
-                run, why = make(case)
-                if run is None:
-                    rows.append(dict(row, status="skipped", note=why))
-                    continue
-                t = time_cold(run, l2)
-                row.update(t, status="ok", gbps=case["bytes"] / (t["median_us"] * 1e-6) / 1e9,
-                           tflops=case["flops"] / (t["median_us"] * 1e-6) / 1e12,
-                           tokens_per_s=case["batch"] * case["q_len"] / (t["median_us"] * 1e-6))
-            except Exception as e:  # a backend that cannot run a case is a skipped row, not a crash
-                row.update(status="skipped", note=f"{type(e).__name__}: {e}")
+                       params=case["params"], bytes=case["bytes"], flops=case["flops"])
+            row = timed_row(row, lambda: make(case), l2)
+            if row["status"] == "ok":
+                row["tokens_per_s"] = case["batch"] * case["q_len"] / (row["median_us"] * 1e-6)
             rows.append(row)
             print(f"{case['name']:<48} {kernel:<26} {row.get('median_us', '-')}", file=sys.stderr)
     write_rows(args.out, rows)

@@ -3,6 +3,7 @@ import csv
 import datetime
 import math
 import statistics
+import subprocess
 
 COLUMNS = [  # the CSV header of roofbench's results (src/report/row.rs), in order
     "suite", "case", "kernel", "provider", "dtype", "params", "mode", "status", "samples", "median_us",
@@ -56,3 +57,29 @@ def write_rows(path, rows):
 
 def now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def base_row(suite, torch):
+    """The fields every baseline row of a run shares: the device, CUDA, commit, method."""
+    props = torch.cuda.get_device_properties(0)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
+    return {"suite": suite, "mode": "cold", "gpu": props.name, "cuda": torch.version.cuda, "commit": commit,
+            "launches_per_sample": 1, "ceiling": "none (baseline)", "verified": "false",
+            "note": f"torch {torch.__version__}; not checked against roofbench's reference"}
+
+
+def timed_row(row, make, l2_bytes):
+    """`row` with the cold timing of the closure `make()` returns, GB/s and TFLOPS from the row's
+    bytes and flops; or a skipped row with the reason (`make()` -> (None, why), or an exception:
+    a call that cannot run a case is a skipped row, not a crash)."""
+    row = dict(row, timestamp=now())
+    try:
+        run, why = make()
+        if run is None:
+            return dict(row, status="skipped", note=why)
+        t = time_cold(run, l2_bytes)
+        seconds = t["median_us"] * 1e-6
+        return dict(row, **t, status="ok", gbps=row["bytes"] / seconds / 1e9,
+                    tflops=row["flops"] / seconds / 1e12)
+    except Exception as e:
+        return dict(row, status="skipped", note=f"{type(e).__name__}: {e}")

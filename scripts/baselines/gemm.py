@@ -18,10 +18,9 @@ cuBLASLt provider is verified in `roofbench run gemm`).
 """
 import argparse
 import json
-import subprocess
 import sys
 
-from common import now, time_cold, write_rows
+from common import base_row, timed_row, write_rows
 
 try:
     import torch
@@ -67,28 +66,15 @@ def main():
     if torch is None or not torch.cuda.is_available():
         print("gemm baselines skipped: PyTorch with CUDA is not available")
         return 0
-    props = torch.cuda.get_device_properties(0)
-    l2 = getattr(props, "L2_cache_size", 50 << 20)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
-    base = {"suite": "gemm", "mode": "cold", "gpu": props.name, "cuda": torch.version.cuda, "commit": commit,
-            "launches_per_sample": 1, "ceiling": "none (baseline)", "verified": "false",
-            "note": f"torch {torch.__version__}; not checked against roofbench's reference"}
+    l2 = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20)
+    base = base_row("gemm", torch)
     rows = []
     for line in open(args.cases):
         case = json.loads(line)
         row = dict(base, case=case["name"], kernel="torch", provider="torch", dtype=case["dtype"],
-                   params=case["params"], bytes=case["bytes"], flops=case["flops"], timestamp=now())
-        try:
-            run, why = runner(case)
-            if run is None:
-                rows.append(dict(row, status="skipped", note=why))
-                continue
-            t = time_cold(run, l2)
-            row.update(t, status="ok", gbps=case["bytes"] / (t["median_us"] * 1e-6) / 1e9,
-                       tflops=case["flops"] / (t["median_us"] * 1e-6) / 1e12)
-            torch.cuda.empty_cache()
-        except Exception as e:  # a call that cannot run a case is a skipped row, not a crash
-            row.update(status="skipped", note=f"{type(e).__name__}: {e}")
+                   params=case["params"], bytes=case["bytes"], flops=case["flops"])
+        row = timed_row(row, lambda: runner(case), l2)
+        torch.cuda.empty_cache()  # the next case may need the memory this one's inputs held
         rows.append(row)
         print(f"{case['name']:<56} {row.get('median_us', '-')}", file=sys.stderr)
     write_rows(args.out, rows)
