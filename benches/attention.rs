@@ -6,5 +6,5 @@ use roofbench::attention::AttentionSuite;
 use roofbench::suite::Suite;
 
 fn main() {
-    roofbench::measure::criterion::bench_cases("attention", AttentionSuite.default_cases(true));
+    roofbench::suite::bench_cases("attention", AttentionSuite.default_cases(true));
 }

@@ -7,5 +7,5 @@ use roofbench::gemm::GemmSuite;
 use roofbench::suite::Suite;
 
 fn main() {
-    roofbench::measure::criterion::bench_cases("gemm", GemmSuite.default_cases(true));
+    roofbench::suite::bench_cases("gemm", GemmSuite.default_cases(true));
 }

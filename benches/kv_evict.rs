@@ -6,5 +6,5 @@ use roofbench::kv_evict::KvEvictSuite;
 use roofbench::suite::Suite;
 
 fn main() {
-    roofbench::measure::criterion::bench_cases("kv_evict", KvEvictSuite.default_cases(true));
+    roofbench::suite::bench_cases("kv_evict", KvEvictSuite.default_cases(true));
 }

@@ -11,5 +11,5 @@ fn main() {
         .flat_map(|bytes| StreamOp::ALL.map(|op| StreamCase::new(op, bytes).expect("valid size")))
         .map(|c| Box::new(c) as Box<dyn Case>)
         .collect();
-    roofbench::measure::criterion::bench_cases("stream", cases);
+    roofbench::suite::bench_cases("stream", cases);
 }

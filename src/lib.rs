@@ -2,6 +2,7 @@
 //! the GPU. See README.md for the architecture; each module's header says what it owns.
 
 pub mod attention;
+pub mod calibrate;
 pub mod gemm;
 pub mod gpu;
 pub mod kv_evict;

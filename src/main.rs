@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use roofbench::calibrate::{self, CalibrateOptions};
 use roofbench::gpu::{self, Gpu, GpuError};
 use roofbench::measure::{MeasureConfig, Mode};
 use roofbench::predict::{self, Format};
 use roofbench::report::{table, ResultRow};
-use roofbench::roofline::calibrate::{self, CalibrateOptions};
 use roofbench::roofline::Catalog;
 use roofbench::suite::{self, Case, Plan, RunOptions, Suite, VerifyOutcome};
 

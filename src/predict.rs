@@ -3,36 +3,12 @@
 //! *predicted* from spec-sheet figures; nothing is measured.
 
 use comfy_table::Table;
-use serde::Serialize;
 
 use crate::report::table;
 use crate::roofline::{GpuSpec, Precision, Roof};
 use crate::suite::Plan;
 
-/// The label every prediction carries.
-pub const PREDICTED: &str = "predicted";
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Prediction {
-    pub kind: &'static str,
-    pub gpu: String,
-    pub suite: String,
-    pub case: String,
-    pub dtype: String,
-    pub bytes: u64,
-    pub flops: u64,
-    /// FLOPs per byte.
-    pub intensity: f64,
-    /// Roofline-bound time (cold: DRAM roof), µs.
-    pub bound_us: f64,
-    pub gbps: f64,
-    pub tflops: Option<f64>,
-    /// The binding limit and its value.
-    pub limit: String,
-    pub limit_value: f64,
-    pub ridge: Option<f64>,
-    pub note: String,
-}
+pub use crate::report::{Prediction, PREDICTED};
 
 /// Predicts every case on `spec` (DRAM roof: a cold run; L2-resident effects are not modelled).
 pub fn predict(spec: &GpuSpec, plans: &[Plan<'_>]) -> Vec<Prediction> {

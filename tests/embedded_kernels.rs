@@ -13,19 +13,16 @@ fn built_with_kernels() -> bool {
     true
 }
 
-/// Every kernel the Rust side launches: the suites', the calibration's, and the GEMM operand
-/// quantizer's (not a suite yet; its GPU tests launch every one).
+/// Every kernel the Rust side launches: the suites', the calibration's, the harness's L2 flush,
+/// and the GEMM operand quantizer's (not a suite yet; its GPU tests launch every one).
 fn launched_kernels() -> Vec<String> {
     let mut names: Vec<String> = roofbench::suites()
         .iter()
         .flat_map(|s| s.kernel_names())
         .collect();
     names.extend(roofbench::gemm::kernel_names());
-    names.extend(
-        roofbench::roofline::calibrate::KERNELS
-            .iter()
-            .map(|k| k.to_string()),
-    );
+    names.push(roofbench::measure::FLUSH_READ_KERNEL.to_string());
+    names.extend(roofbench::calibrate::KERNELS.iter().map(|k| k.to_string()));
     names
 }
 

@@ -4,9 +4,9 @@
 
 use anyhow::{bail, Context, Result};
 
-use crate::measure::Workload;
 use crate::numeric::Element;
 use crate::roofline::Precision;
+use crate::roofline::Workload;
 
 pub const MAX_CONTEXT: usize = 131_072;
 pub const MAX_GROUP: usize = 16;

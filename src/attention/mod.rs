@@ -14,8 +14,9 @@ use anyhow::Result;
 pub use config::{AttentionConfig, Lengths};
 
 use crate::gpu::{DeviceInfo, Gpu};
-use crate::measure::{Mode, Workload};
+use crate::measure::Mode;
 use crate::numeric::Element;
+use crate::roofline::Workload;
 use crate::suite::{Case, Prepared, Suite};
 
 impl Case for AttentionConfig {

@@ -10,8 +10,8 @@ use anyhow::{bail, ensure, Context, Result};
 use super::accuracy::{DataKind, GemmShape, DEFAULT_TOKENS};
 use super::paths::{Inputs, Problem};
 use super::quant::{scales_shape, Operand, QuantFormat, Scheme};
-use crate::measure::Workload;
 use crate::roofline::Precision;
+use crate::roofline::Workload;
 
 /// Which roofbench kernels a case runs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,8 +7,9 @@ use super::config::{GemmConfig, Op};
 use super::prepared::{self, PreparedGemm};
 use super::quantize_case::{self, PreparedQuantize};
 use crate::gpu::{DeviceInfo, Gpu};
-use crate::measure::{Mode, Workload};
+use crate::measure::Mode;
 use crate::report::ResultRow;
+use crate::roofline::Workload;
 use crate::suite::{Case, Goal, Prepared, Suite};
 
 impl Case for GemmConfig {

@@ -15,6 +15,8 @@ pub enum GpuError {
          scripts/install-cuda.sh and rebuild"
     )]
     BuiltWithoutKernels(&'static str),
+    #[error("cold timing needs the harness's L2 flush kernel, and it cannot run: {0}")]
+    NoL2Flush(Box<GpuError>),
     #[error("no embedded kernel named `{0}`")]
     UnknownKernel(String),
     #[error("kernel `{kernel}` is unavailable on {device} (sm_{major}{minor}): it is built for {built_for}")]

@@ -7,9 +7,9 @@ use anyhow::{bail, Context, Result};
 
 use super::policy::{Budget, Policy, PolicyParams};
 use crate::attention::{AttentionConfig, Lengths};
-use crate::measure::{DataPath, Workload};
 use crate::numeric::Element;
 use crate::roofline::Precision;
+use crate::roofline::{DataPath, Workload};
 
 /// Query rows of a score pass: rows x group must fit the score kernels' 1024 staged rows.
 pub const MAX_OBSERVATION: usize = 64;

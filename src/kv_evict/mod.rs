@@ -19,7 +19,8 @@ use anyhow::Result;
 pub use config::{EvictConfig, Op};
 
 use crate::gpu::{DeviceInfo, Gpu};
-use crate::measure::{Mode, Workload};
+use crate::measure::Mode;
+use crate::roofline::Workload;
 use crate::suite::{Case, Prepared, Suite};
 
 impl Case for EvictConfig {

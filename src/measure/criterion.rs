@@ -2,13 +2,12 @@
 //! device time. Criterion calls `start`, runs the routine `iters` times (each call only enqueues a
 //! launch), then `end`, which records the end event and waits for it: the value is the GPU time of
 //! the whole batch, like the harness's *hot* mode. L2 is not flushed; use `roofbench run --cold`
-//! for cold numbers.
+//! for cold numbers. The suites' `cargo bench` body (`suite::bench_cases`) uses it.
 
 use criterion::measurement::{Measurement, ValueFormatter};
-use criterion::{BenchmarkId, Criterion, Throughput};
+use criterion::Throughput;
 
 use crate::gpu::{Event, Gpu};
-use crate::suite::Case;
 
 pub struct GpuTime<'g> {
     gpu: &'g Gpu,
@@ -92,48 +91,6 @@ impl ValueFormatter for GpuTimeFormatter {
     fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
         "ns"
     }
-}
-
-/// The body of a `cargo bench` entry point: opens GPU 0 (or prints why the bench is skipped and
-/// returns), then benchmarks every available variant of `cases` under `group`, with the case's
-/// minimum bytes as throughput.
-pub fn bench_cases(group_name: &str, cases: Vec<Box<dyn Case>>) {
-    let gpu = match Gpu::open(0) {
-        Ok(gpu) => gpu,
-        Err(e) => {
-            println!("{group_name} bench skipped: {e}");
-            return;
-        }
-    };
-    let mut criterion = Criterion::default()
-        .with_measurement(GpuTime::new(&gpu))
-        .configure_from_args();
-    let mut group = criterion.benchmark_group(group_name);
-    for case in cases {
-        if let Err(e) = gpu.ensure_free(&case.name(), case.device_bytes()) {
-            println!("{}: skipped: {e}", case.name());
-            continue;
-        }
-        let mut prepared = match case.prepare(&gpu) {
-            Ok(p) => p,
-            Err(e) => {
-                println!("{}: skipped: {e:#}", case.name());
-                continue;
-            }
-        };
-        group.throughput(Throughput::Bytes(case.workload().bytes));
-        for (i, variant) in prepared.variants().to_vec().iter().enumerate() {
-            if let Some(why) = &variant.unavailable {
-                println!("{} {}: skipped: {why}", case.name(), variant.kernel);
-                continue;
-            }
-            group.bench_function(BenchmarkId::new(&variant.kernel, case.name()), |b| {
-                b.iter(|| prepared.launch(&gpu, i).expect("launch failed"))
-            });
-        }
-    }
-    group.finish();
-    criterion.final_summary();
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::stats::{summarize, Summary};
 use super::stop::{StopReason, StopRule};
-use crate::gpu::{Buffer, ClockSnapshot, Gpu, GpuResult, Kernel};
+use crate::gpu::{Buffer, ClockSnapshot, Gpu, GpuError, GpuResult, Kernel};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -115,31 +115,35 @@ impl Timing {
 }
 
 /// Evicts the L2 between cold samples: writes a buffer of 2x L2 (the driver's memset), then reads
-/// it back with the stream read kernel. The read leaves only *clean* lines behind; a write alone
-/// would leave dirty lines whose write-back then lands inside the next timed launch.
+/// it back with the harness's own kernel (kernels/measure/l2_flush.cu). The read leaves only
+/// *clean* lines behind; a write alone would leave dirty lines whose write-back then lands inside
+/// the next timed launch. Without the read kernel there is no flush: [`L2Flush::new`] fails rather
+/// than time cold samples that are not cold.
 pub struct L2Flush {
     buffer: Buffer<u32>,
-    partials: Option<(Kernel, Buffer<u64>, u32)>,
+    read: Kernel,
+    partials: Buffer<u64>,
+    grid: u32,
     generation: u32,
 }
 
-const FLUSH_READ_KERNEL: &str = "stream_read_u32x4";
+/// Public for the embedded-kernel test.
+pub const FLUSH_READ_KERNEL: &str = "l2_flush_read";
 const FLUSH_BLOCK: u32 = 256;
 
 impl L2Flush {
     pub fn new(gpu: &Gpu) -> GpuResult<L2Flush> {
-        let bytes = (2 * gpu.info().l2_bytes).max(8 << 20);
+        let bytes = (2 * gpu.info().l2_bytes).max(8 << 20).next_multiple_of(16);
         let buffer = gpu.alloc::<u32>((bytes / 4) as usize)?;
-        let partials = match gpu.kernel(FLUSH_READ_KERNEL) {
-            Ok(kernel) => {
-                let grid = kernel.resident_grid(FLUSH_BLOCK, 0)?;
-                Some((kernel, gpu.alloc::<u64>(grid as usize)?, grid))
-            }
-            Err(_) => None,
-        };
+        let read = gpu
+            .kernel(FLUSH_READ_KERNEL)
+            .map_err(|e| GpuError::NoL2Flush(Box::new(e)))?;
+        let grid = read.resident_grid(FLUSH_BLOCK, 0)?;
         Ok(L2Flush {
             buffer,
-            partials,
+            read,
+            partials: gpu.alloc::<u64>(grid as usize)?,
+            grid,
             generation: 0,
         })
     }
@@ -151,16 +155,15 @@ impl L2Flush {
     pub fn run(&mut self, gpu: &Gpu) -> GpuResult<()> {
         self.generation = self.generation.wrapping_add(1);
         gpu.memset_u32(&mut self.buffer, self.generation)?;
-        if let Some((kernel, partials, grid)) = &self.partials {
-            let n = self.buffer.len() as u64;
-            // SAFETY: stream_read(src: u32*, n, partials: u64*[grid]).
-            unsafe {
-                gpu.launch(kernel)
-                    .buffer(&self.buffer)
-                    .value(&n)
-                    .buffer(partials)
-                    .run(*grid, FLUSH_BLOCK, 0)?;
-            }
+        let vectors = self.buffer.len() as u64 / 4;
+        // SAFETY: l2_flush_read(buffer: uint4*[vectors], n: size_t, partials: u64*[grid]); the
+        // buffer holds a multiple of 16 bytes (2x L2 or 8 MiB) and partials one slot per block.
+        unsafe {
+            gpu.launch(&self.read)
+                .buffer(&self.buffer)
+                .value(&vectors)
+                .buffer(&self.partials)
+                .run(self.grid, FLUSH_BLOCK, 0)?;
         }
         Ok(())
     }

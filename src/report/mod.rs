@@ -1,10 +1,11 @@
-//! Results: the row schema, CSV/JSON writers, terminal tables.
+//! Results: the row schemas (measured, verified, predicted), CSV/JSON writers, terminal tables,
+//! plots.
 
 pub mod plot;
 mod row;
 mod table;
 mod writer;
 
-pub use row::ResultRow;
+pub use row::{Prediction, ResultRow, VerifyOutcome, VerifyRow, PREDICTED};
 pub use table::{results_table, table, verify_table};
 pub use writer::{now, read_csv, write_rows_csv, ResultsWriter, RunMetadata};

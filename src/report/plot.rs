@@ -10,8 +10,7 @@ use anyhow::{Context, Result};
 use plotters::prelude::*;
 use plotters::series::DashedLineSeries;
 
-use super::row::ResultRow;
-use crate::predict::Prediction;
+use super::row::{Prediction, ResultRow};
 use crate::roofline::{Precision, Roof};
 
 /// A labelled point on the roofline: (FLOPs per byte, TFLOPS).

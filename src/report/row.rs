@@ -1,5 +1,6 @@
-//! One result row: a (suite, case, kernel, provider, mode) and what was measured. The CSV columns
-//! are these fields in this order; `results/README.md` documents them.
+//! The rows roofbench reports: a measured [`ResultRow`] per (suite, case, kernel, provider, mode),
+//! a [`VerifyRow`] per check and a [`Prediction`] per predicted case. The CSV columns of a result
+//! row are its fields in this order; `results/README.md` documents them.
 
 use serde::{Deserialize, Serialize};
 
@@ -64,5 +65,51 @@ pub struct ResultRow {
     pub cuda: String,
     pub commit: String,
     pub timestamp: String,
+    pub note: String,
+}
+
+/// The outcome of one correctness check (`roofbench verify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    Pass,
+    Fail,
+    Skipped,
+}
+
+/// One line of `roofbench verify`: a (case, kernel) and its check.
+#[derive(Debug, Clone)]
+pub struct VerifyRow {
+    pub suite: String,
+    pub case: String,
+    pub kernel: String,
+    pub provider: String,
+    pub outcome: VerifyOutcome,
+    pub max_rel_err: Option<f64>,
+    pub detail: String,
+}
+
+/// The label every prediction carries.
+pub const PREDICTED: &str = "predicted";
+
+/// One case's *predicted* roofline bound on a GPU of the spec table (`roofbench predict`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Prediction {
+    pub kind: &'static str,
+    pub gpu: String,
+    pub suite: String,
+    pub case: String,
+    pub dtype: String,
+    pub bytes: u64,
+    pub flops: u64,
+    /// FLOPs per byte.
+    pub intensity: f64,
+    /// Roofline-bound time (cold: DRAM roof), µs.
+    pub bound_us: f64,
+    pub gbps: f64,
+    pub tflops: Option<f64>,
+    /// The binding limit and its value.
+    pub limit: String,
+    pub limit_value: f64,
+    pub ridge: Option<f64>,
     pub note: String,
 }

@@ -2,8 +2,7 @@
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 
-use super::row::ResultRow;
-use crate::suite::{VerifyOutcome, VerifyRow};
+use super::row::{ResultRow, VerifyOutcome, VerifyRow};
 
 /// An empty table in the house style.
 pub fn table<'a>(header: impl IntoIterator<Item = &'a str>) -> Table {

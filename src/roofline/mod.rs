@@ -1,16 +1,17 @@
 //! Roofline models of GPUs: the sourced spec table, ceilings measured on the machine, and the
 //! model that turns a problem's minimum bytes and FLOPs into the time no kernel can beat.
 
-pub mod calibrate;
 pub mod ceilings;
 mod model;
 mod precision;
 pub mod spec;
+mod workload;
 
 pub use ceilings::{CeilingKind, MeasuredCeiling, MeasuredCeilings};
 pub use model::{Bound, Limit, Roof};
 pub use precision::Precision;
 pub use spec::{Catalog, GpuSpec};
+pub use workload::{DataPath, Workload};
 
 /// The roofs a run measures against: measured ceilings where calibrated (primary), and the spec
 /// sheet (or derived) figures, reported side by side.

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::ceilings::{CeilingKind, MeasuredCeilings};
 use super::precision::Precision;
 use super::spec::{GpuSpec, Origin};
-use crate::measure::{DataPath, Workload};
+use super::workload::{DataPath, Workload};
 
 /// One limit and where its value comes from.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -11,8 +11,9 @@ pub mod reference;
 use anyhow::{bail, Context, Result};
 
 use crate::gpu::{DeviceInfo, Gpu};
-use crate::measure::{Mode, Workload};
+use crate::measure::Mode;
 use crate::roofline::Precision;
+use crate::roofline::Workload;
 use crate::suite::size::{format_bytes, parse_bytes};
 use crate::suite::{Case, Prepared, Suite};
 

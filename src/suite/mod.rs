@@ -6,15 +6,19 @@
 //! a CPU reference. The runner owns timing, verification order, results and progress, so a suite
 //! contains only its problem, its kernels and its reference.
 
+mod bench;
 mod runner;
 pub mod size;
 
 use anyhow::Result;
 
 use crate::gpu::{DeviceInfo, Gpu, GpuResult};
-use crate::measure::{Mode, Workload};
+use crate::measure::Mode;
+use crate::roofline::Workload;
 
-pub use runner::{run, verify, RunOptions, VerifyOutcome, VerifyRow};
+pub use crate::report::{VerifyOutcome, VerifyRow};
+pub use bench::bench_cases;
+pub use runner::{run, verify, RunOptions};
 
 /// A suite and the cases to run from it.
 pub type Plan<'a> = (&'a dyn Suite, Vec<Box<dyn Case>>);

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::{Case, Check, Plan, Prepared, Variant};
 use crate::gpu::Gpu;
 use crate::measure::{Harness, MeasureConfig, Mode, Timing};
-use crate::report::{now, ResultRow, ResultsWriter, RunMetadata};
+use crate::report::{now, ResultRow, ResultsWriter, RunMetadata, VerifyOutcome, VerifyRow};
 use crate::roofline::{beats_measured_ceiling, Catalog, MeasuredCeilings, Roofs};
 
 pub struct RunOptions {
@@ -232,24 +232,6 @@ fn prepare(gpu: &Gpu, case: &dyn Case) -> Result<Box<dyn Prepared>, String> {
     gpu.ensure_free(&case.name(), case.device_bytes())
         .map_err(|e| e.to_string())?;
     case.prepare(gpu).map_err(|e| format!("{e:#}"))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VerifyOutcome {
-    Pass,
-    Fail,
-    Skipped,
-}
-
-#[derive(Debug, Clone)]
-pub struct VerifyRow {
-    pub suite: String,
-    pub case: String,
-    pub kernel: String,
-    pub provider: String,
-    pub outcome: VerifyOutcome,
-    pub max_rel_err: Option<f64>,
-    pub detail: String,
 }
 
 /// Runs every correctness check of the plans (no timing).

@@ -1,8 +1,8 @@
 //! GPU tests of `roofbench calibrate` and of the model against it (run with `-- --ignored`).
 
+use roofbench::calibrate::{self, CalibrateOptions};
 use roofbench::gpu::Gpu;
 use roofbench::measure::{Harness, MeasureConfig, Mode};
-use roofbench::roofline::calibrate::{self, CalibrateOptions};
 use roofbench::roofline::{
     beats_measured_ceiling, Catalog, CeilingKind, MeasuredCeilings, Precision, Roofs,
 };

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::roofline::Precision;
+use super::precision::Precision;
 
 /// Where the bytes of a workload travel: device memory, or the host link (swapping KV blocks to
 /// pinned host memory is bound by PCIe, not HBM).

@@ -17,12 +17,11 @@ use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
-use super::ceilings::{CeilingKind, MeasuredCeiling, MeasuredCeilings};
-use super::precision::Precision;
 use crate::gpu::cublaslt::{LtGemm, LtPrecision};
 use crate::gpu::{Buffer, Gpu, GpuResult, Kernel};
 use crate::measure::{Harness, MeasureConfig, Mode, Timing};
 use crate::report::now;
+use crate::roofline::{CeilingKind, MeasuredCeiling, MeasuredCeilings, Precision};
 use crate::stream::{StreamCase, StreamOp};
 use crate::suite::{Case, Provider};
 
@@ -720,7 +719,7 @@ fn check_gemm_samples(
 /// datasheet peak assumes its own clock: SMs x FLOPs/clock/SM x clock).
 pub fn ceilings_table(
     c: &MeasuredCeilings,
-    spec: &super::GpuSpec,
+    spec: &crate::roofline::GpuSpec,
     device: &crate::gpu::DeviceInfo,
 ) -> comfy_table::Table {
     let mut t = crate::report::table([
@@ -735,7 +734,7 @@ pub fn ceilings_table(
         "verified",
         "method / why skipped",
     ]);
-    let per_clock = super::spec::flops_per_sm_per_clock(device.compute_capability);
+    let per_clock = crate::roofline::spec::flops_per_sm_per_clock(device.compute_capability);
     for e in &c.entries {
         let spec_value = match e.kind {
             CeilingKind::Dram => Some(spec.memory_bandwidth_gbps.value),
