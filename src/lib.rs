@@ -14,7 +14,7 @@ pub mod roofline;
 pub mod stream;
 pub mod suite;
 
-use suite::Suite;
+use suite::{AccuracyReport, Suite};
 
 /// Every suite, in the order `roofbench run` runs them.
 pub fn suites() -> Vec<&'static dyn Suite> {
@@ -28,4 +28,33 @@ pub fn suites() -> Vec<&'static dyn Suite> {
 
 pub fn find_suite(name: &str) -> Option<&'static dyn Suite> {
     suites().into_iter().find(|s| s.name() == name)
+}
+
+/// Every CPU accuracy report, in the order `roofbench accuracy` runs them.
+pub fn accuracy_reports() -> Vec<&'static dyn AccuracyReport> {
+    vec![
+        &kv_evict::accuracy::KvEvictAccuracy,
+        &gemm::accuracy::GemmAccuracy,
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_names_are_unique_and_report_options_do_not_collide() {
+        let names: Vec<_> = suites().iter().map(|s| s.name()).collect();
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "suites: {names:?}");
+        // clap's debug assertions reject duplicate argument ids and flags.
+        let cmd = accuracy_reports()
+            .iter()
+            .flat_map(|r| r.args())
+            .fold(clap::Command::new("accuracy"), |c, a| c.arg(a));
+        cmd.debug_assert();
+        assert!(find_suite("gemm").is_some() && find_suite("nope").is_none());
+    }
 }

@@ -283,7 +283,7 @@ pub fn calibrate(gpu: &Gpu, opts: &CalibrateOptions) -> Result<MeasuredCeilings>
         gpu: gpu.info().name.clone(),
         measured_at: now(),
         commit: crate::gpu::embedded::GIT_COMMIT.into(),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: crate::report::command_line(),
         sm_clock_mhz: clocks.as_ref().map(|c| c.sm_clock_mhz),
         mem_clock_mhz: clocks.as_ref().map(|c| c.mem_clock_mhz),
         entries,

@@ -8,4 +8,6 @@ mod writer;
 
 pub use row::{Prediction, ResultRow, VerifyOutcome, VerifyRow, PREDICTED};
 pub use table::{results_table, table, verify_table};
-pub use writer::{now, read_csv, write_rows_csv, ResultsWriter, RunMetadata};
+pub use writer::{
+    command_line, now, read_csv, write_accuracy_json, write_rows_csv, ResultsWriter, RunMetadata,
+};

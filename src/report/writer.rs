@@ -43,7 +43,7 @@ impl RunMetadata {
         RunMetadata {
             tool: format!("roofbench {}", env!("CARGO_PKG_VERSION")),
             commit: crate::gpu::embedded::GIT_COMMIT.to_string(),
-            command: std::env::args().collect::<Vec<_>>().join(" "),
+            command: command_line(),
             started: now(),
             host: std::fs::read_to_string("/etc/hostname")
                 .unwrap_or_default()
@@ -153,6 +153,35 @@ pub fn write_rows_csv<T: serde::Serialize>(rows: &[T], path: &Path) -> Result<()
     }
     w.flush()?;
     Ok(())
+}
+
+/// The command line that produced a file, for its metadata (lossy where an argument is not
+/// UTF-8, so a non-UTF-8 path never stops a result from being written).
+pub fn command_line() -> String {
+    std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// An accuracy report's rows with what produced them, as `<dir>/<name>.json` (the CSV beside it
+/// is for spreadsheets). Returns the path written.
+pub fn write_accuracy_json<T: serde::Serialize>(
+    dir: &Path,
+    name: &str,
+    rows: &[T],
+) -> Result<PathBuf> {
+    let path = dir.join(format!("{name}.json"));
+    let document = serde_json::json!({
+        "computed_on": "cpu (f64 references; no GPU involved)",
+        "commit": crate::gpu::embedded::GIT_COMMIT,
+        "command": command_line(),
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+        "rows": rows,
+    });
+    std::fs::write(&path, serde_json::to_string_pretty(&document)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }
 
 #[cfg(test)]

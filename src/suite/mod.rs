@@ -6,6 +6,7 @@
 //! a CPU reference. The runner owns timing, verification order, results and progress, so a suite
 //! contains only its problem, its kernels and its reference.
 
+pub mod accuracy;
 mod bench;
 mod runner;
 pub mod size;
@@ -17,6 +18,7 @@ use crate::measure::Mode;
 use crate::roofline::Workload;
 
 pub use crate::report::{VerifyOutcome, VerifyRow};
+pub use accuracy::AccuracyReport;
 pub use bench::bench_cases;
 pub use runner::{run, verify, RunOptions};
 

@@ -23,6 +23,7 @@
 //! so they are a sample of the full output; the per-tensor W scale is then the amax of those
 //! rows (a full W's is a few percent larger: the maximum of more Gaussian samples).
 
+mod command;
 mod data;
 mod output;
 #[cfg(test)]
@@ -33,6 +34,7 @@ use candle_core::{Device, Tensor};
 use serde::Serialize;
 
 pub use crate::report::write_rows_csv as write_csv;
+pub use command::GemmAccuracy;
 pub use data::{
     gaussian, outlier_channels, outliers, weights, DataKind, OUTLIER_FACTOR, OUTLIER_SHARE,
 };

@@ -21,6 +21,7 @@
 //!
 //! Rows average these over q heads (and give the worst head).
 
+mod command;
 mod load;
 mod output;
 pub mod synthetic;
@@ -32,6 +33,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 pub use crate::report::write_rows_csv as write_csv;
+pub use command::KvEvictAccuracy;
 pub use load::load_capture;
 pub use output::{error_vs_budget_svg, render_table};
 pub use synthetic::{synthetic, Synthetic};

@@ -1,0 +1,153 @@
+//! `roofbench run`: verify, then time, suites; results under `<out>/<gpu>/`. Without a GPU: the
+//! *predicted* bounds of the same cases.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+
+use super::selection::Selection;
+use super::{
+    exit_for_failures, open_gpu, print_device_line, Context, DEFAULT_PREDICT_GPU, EXIT_NO_GPU,
+};
+use roofbench::measure::{MeasureConfig, Mode};
+use roofbench::predict;
+use roofbench::report::{self, table, ResultRow};
+use roofbench::suite::{self, Plan, RunOptions};
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    select: Selection,
+    /// Only L2-flushed single launches.
+    #[arg(long, conflicts_with_all = ["hot", "graph"])]
+    cold: bool,
+    /// Only back-to-back launches (L2-resident data stays resident).
+    #[arg(long, conflicts_with = "graph")]
+    hot: bool,
+    /// Only back-to-back launches replayed from a CUDA graph.
+    #[arg(long)]
+    graph: bool,
+    /// Results directory (a folder per GPU is made inside).
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+    /// Stop sampling a case when the median's 95% CI is within this fraction.
+    #[arg(long)]
+    target_ci: Option<f64>,
+    /// Sampling budget per case and mode, in seconds.
+    #[arg(long)]
+    budget_s: Option<f64>,
+    /// Exit with code 2 instead of 0 when there is no GPU.
+    #[arg(long)]
+    require_gpu: bool,
+    /// Without a GPU, the predictions shown are for this GPU of the spec table.
+    #[arg(long, default_value = DEFAULT_PREDICT_GPU)]
+    predict_gpu: String,
+}
+
+impl RunArgs {
+    fn measure_config(&self) -> MeasureConfig {
+        let mut measure = if self.select.quick {
+            MeasureConfig::quick()
+        } else {
+            MeasureConfig::default()
+        };
+        if let Some(ci) = self.target_ci {
+            measure.stop.target_rel_ci = ci;
+        }
+        if let Some(s) = self.budget_s {
+            measure.stop.budget = Duration::from_secs_f64(s);
+        }
+        measure
+    }
+
+    /// The modes the user forced; `None`: each case's defaults.
+    fn modes(&self) -> Option<Vec<Mode>> {
+        let modes: Vec<Mode> = [
+            (self.cold, Mode::Cold),
+            (self.hot, Mode::Hot),
+            (self.graph, Mode::Graph),
+        ]
+        .into_iter()
+        .filter_map(|(on, m)| on.then_some(m))
+        .collect();
+        (!modes.is_empty()).then_some(modes)
+    }
+}
+
+pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode> {
+    let plans = args.select.grid_plans()?;
+    let gpu = match open_gpu(args.select.device) {
+        Ok(gpu) => gpu,
+        Err(e) => {
+            eprintln!("no GPU measurement: {e}\n");
+            super::kernels::print_kernels(false);
+            let catalog = ctx.catalog()?;
+            let spec = catalog.get(&args.predict_gpu)?;
+            println!(
+                "\nPREDICTED (roofline bounds from the {} spec sheet; nothing measured here):",
+                spec.name
+            );
+            println!(
+                "{}",
+                predict::prediction_table(&predict::predict(spec, &plans))
+            );
+            return Ok(if args.require_gpu {
+                ExitCode::from(EXIT_NO_GPU)
+            } else {
+                ExitCode::SUCCESS
+            });
+        }
+    };
+    let opts = RunOptions {
+        modes: args.modes(),
+        measure: args.measure_config(),
+        out_dir: args.out,
+        catalog: ctx.catalog()?,
+    };
+    print_device_line(&gpu);
+    let rows = suite::run(&gpu, &plans, &opts)?;
+    println!("{}", report::results_table(&rows));
+    let slug = gpu.info().slug();
+    print_goals(&plans, &rows, &opts.out_dir.join(&slug))?;
+    for path in report::plot::plot_results_dir(&opts.out_dir, Some(&slug), &opts.catalog)? {
+        eprintln!("plot: {}", path.display());
+    }
+    let failed = rows.iter().filter(|r| r.status == "failed").count();
+    Ok(exit_for_failures(
+        failed,
+        "result(s) failed verification: see the `note` column",
+    ))
+}
+
+/// Each suite's goals on this run's rows: a table, and `<dir>/<suite>-goals.json`.
+fn print_goals(plans: &[Plan<'_>], rows: &[ResultRow], dir: &Path) -> Result<()> {
+    for (suite, _) in plans {
+        let suite_rows: Vec<ResultRow> = rows
+            .iter()
+            .filter(|r| r.suite == suite.name())
+            .cloned()
+            .collect();
+        let goals = suite.goals(&suite_rows);
+        if goals.is_empty() {
+            continue;
+        }
+        let mut t = table(["goal", "value", "target", "met", "from"]);
+        for g in &goals {
+            t.add_row([
+                g.name.clone(),
+                format!("{:.3}", g.value),
+                g.target.clone(),
+                if g.met { "yes" } else { "NO" }.to_string(),
+                g.detail.clone(),
+            ]);
+        }
+        println!("{} goals (ratios of this run's rows):\n{t}", suite.name());
+        let path = dir.join(format!("{}-goals.json", suite.name()));
+        std::fs::write(&path, serde_json::to_string_pretty(&goals)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
