@@ -10,8 +10,13 @@
 //!   (e.g. for wgmma kernels); by default every target below that nvcc supports is built.
 //! - Fatbins are cached under `<target-dir>/kernel-cache/`, keyed by the sources, flags and nvcc
 //!   version, so `cargo test`, `clippy` and `bench` (three profiles) run nvcc once.
+//! - Every kernel name in `src/gpu/kernel_list.txt` becomes a typed constant
+//!   (`gpu::kernels::L2_FLUSH_READ`, `$OUT_DIR/kernel_names.rs`), so a misspelled kernel is a
+//!   compile error, with or without nvcc. With nvcc, the list must equal the kernels the build
+//!   embeds: a difference is a warning (an error under `ROOFBENCH_REQUIRE_KERNELS=1`), and
+//!   `ROOFBENCH_UPDATE_KERNEL_LIST=1 cargo build` rewrites the list from the build.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,15 +45,22 @@ fn main() {
         "CUDA_HOME",
         "CUDA_PATH",
         "ROOFBENCH_REQUIRE_KERNELS",
+        "ROOFBENCH_UPDATE_KERNEL_LIST",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rerun-if-changed={}", kernels_dir.display());
+    let list_path = manifest_dir.join(KERNEL_LIST);
+    println!("cargo:rerun-if-changed={}", list_path.display());
     emit_git_commit(&manifest_dir);
 
     let require = std::env::var("ROOFBENCH_REQUIRE_KERNELS").is_ok_and(|v| v == "1");
+    let listed = read_kernel_list(&list_path).unwrap_or_else(|e| fail(&e));
     let generated = match build_kernels(&manifest_dir, &kernels_dir, &out_dir, require) {
-        Ok(generated) => generated,
+        Ok((generated, embedded)) => {
+            check_kernel_list(&list_path, &listed, &embedded, require);
+            generated
+        }
         Err(Failure::NoNvcc(why)) => {
             let message = format!(
                 "nvcc not found ({why}): roofbench is built WITHOUT GPU kernels. \
@@ -62,9 +74,14 @@ fn main() {
         }
         Err(Failure::Compile(message)) => fail(&message),
     };
-    let path = out_dir.join("embedded_kernels.rs");
-    if let Err(e) = std::fs::write(&path, generated) {
-        fail(&format!("cannot write {}: {e}", path.display()));
+    for (file, text) in [
+        ("embedded_kernels.rs", generated),
+        ("kernel_names.rs", kernel_names_source(&listed)),
+    ] {
+        let path = out_dir.join(file);
+        if let Err(e) = std::fs::write(&path, text) {
+            fail(&format!("cannot write {}: {e}", path.display()));
+        }
     }
 }
 
@@ -99,7 +116,7 @@ fn build_kernels(
     kernels_dir: &Path,
     out_dir: &Path,
     require: bool,
-) -> Result<String, Failure> {
+) -> Result<(String, BTreeSet<String>), Failure> {
     let nvcc = find_nvcc(manifest_dir)?;
     let sources = cu_files(kernels_dir);
     let sources_hash = hash_tree(kernels_dir);
@@ -125,7 +142,107 @@ fn build_kernels(
             .collect()
     });
     let modules = results.into_iter().collect::<Result<Vec<_>, _>>()?;
-    Ok(generated_source(&modules, Some(&nvcc.version), None))
+    let embedded = modules
+        .iter()
+        .flat_map(|m| {
+            parse_report(&m.report)
+                .into_keys()
+                .map(|(kernel, _)| kernel)
+        })
+        .collect();
+    Ok((
+        generated_source(&modules, Some(&nvcc.version), None),
+        embedded,
+    ))
+}
+
+/// The kernel list, relative to the manifest directory.
+const KERNEL_LIST: &str = "src/gpu/kernel_list.txt";
+const KERNEL_LIST_HEADER: &str = "\
+# Every kernel the build embeds, one per line; build.rs makes each a typed constant
+# (roofbench::gpu::kernels::NAME_IN_CAPITALS). Checked against the build when nvcc is present;
+# regenerate with: ROOFBENCH_UPDATE_KERNEL_LIST=1 cargo build
+";
+
+fn read_kernel_list(path: &Path) -> Result<BTreeSet<String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the kernel list {}: {e}", path.display()))?;
+    let names: BTreeSet<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    match names.iter().find(|n| {
+        !n.starts_with(|c: char| c.is_ascii_lowercase())
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    }) {
+        Some(bad) => Err(format!(
+            "{}: `{bad}` is not a lower-case C identifier",
+            path.display()
+        )),
+        None => Ok(names),
+    }
+}
+
+/// Compares the list with what nvcc built; rewrites it on request, else warns or fails.
+fn check_kernel_list(
+    path: &Path,
+    listed: &BTreeSet<String>,
+    embedded: &BTreeSet<String>,
+    require: bool,
+) {
+    if listed == embedded {
+        return;
+    }
+    if std::env::var("ROOFBENCH_UPDATE_KERNEL_LIST").is_ok_and(|v| v == "1") {
+        let mut text = String::from(KERNEL_LIST_HEADER);
+        for name in embedded {
+            let _ = writeln!(text, "{name}");
+        }
+        if let Err(e) = std::fs::write(path, text) {
+            fail(&format!("cannot write {}: {e}", path.display()));
+        }
+        println!(
+            "cargo:warning={} rewritten from the build: rebuild to use it",
+            path.display()
+        );
+        return;
+    }
+    let missing: Vec<_> = embedded.difference(listed).cloned().collect();
+    let stale: Vec<_> = listed.difference(embedded).cloned().collect();
+    let message = format!(
+        "{} differs from the kernels nvcc built: not listed [{}], listed but not built [{}]; \
+         run `ROOFBENCH_UPDATE_KERNEL_LIST=1 cargo build` and commit the list",
+        path.display(),
+        missing.join(" "),
+        stale.join(" ")
+    );
+    if require {
+        fail(&message);
+    }
+    println!("cargo:warning={message}");
+}
+
+/// One typed constant per listed kernel, and the sorted list of all of them.
+fn kernel_names_source(names: &BTreeSet<String>) -> String {
+    let mut s = String::from("// @generated by build.rs from src/gpu/kernel_list.txt.\n");
+    for name in names {
+        let _ = writeln!(
+            s,
+            "pub const {}: KernelName = KernelName({name:?});",
+            name.to_ascii_uppercase()
+        );
+    }
+    let _ = writeln!(s, "/// Every listed kernel, sorted by name.");
+    let _ = writeln!(s, "pub static ALL: &[KernelName] = &[");
+    for name in names {
+        let _ = writeln!(s, "    {},", name.to_ascii_uppercase());
+    }
+    s.push_str("];\n");
+    s
 }
 
 fn find_nvcc(manifest_dir: &Path) -> Result<Nvcc, Failure> {

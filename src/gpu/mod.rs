@@ -8,6 +8,7 @@
 pub mod cublaslt;
 pub mod embedded;
 mod error;
+mod kernel_name;
 mod telemetry;
 pub mod tensor_map;
 
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use embedded::{EmbeddedModule, KernelResources, MODULES};
 use error::DriverContext;
 pub use error::{GpuError, GpuResult};
+pub use kernel_name::{kernels, KernelName};
 pub use telemetry::{ClockSnapshot, Telemetry};
 pub use tensor_map::TensorMap;
 
