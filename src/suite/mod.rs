@@ -8,6 +8,7 @@
 
 mod runner;
 pub mod size;
+pub mod spec;
 
 use anyhow::Result;
 
@@ -24,8 +25,12 @@ pub trait Suite: Sync {
     fn about(&self) -> &'static str;
     /// Every embedded kernel this suite may launch (checked against the build in the tests).
     fn kernel_names(&self) -> Vec<String>;
-    /// Syntax of a user-given case for `--case`, with an example.
-    fn case_syntax(&self) -> &'static str;
+    /// The keys of a user-given case for `--case`.
+    fn grammar(&self) -> spec::Grammar;
+    /// Syntax of a user-given case for `--case`, with an example: generated from [`Self::grammar`].
+    fn case_syntax(&self) -> String {
+        self.grammar().syntax()
+    }
     /// The built-in grid (`quick`: a small representative subset).
     fn default_cases(&self, quick: bool) -> Vec<Box<dyn Case>>;
     /// A user-given case; an unsupported one is an error that says what is supported.
