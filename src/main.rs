@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use roofbench::gpu::{self, Gpu, GpuError};
 use roofbench::measure::{MeasureConfig, Mode};
 use roofbench::predict::{self, Format};
-use roofbench::report::{table, ResultRow};
+use roofbench::report::{table, ResultRow, Status};
 use roofbench::roofline::calibrate::{self, CalibrateOptions};
 use roofbench::roofline::Catalog;
 use roofbench::suite::{self, Case, Plan, RunOptions, Suite, VerifyOutcome};
@@ -401,7 +401,7 @@ fn dispatch(command: Command, gpus_file: Option<PathBuf>) -> Result<ExitCode> {
             )? {
                 eprintln!("plot: {}", path.display());
             }
-            let failed = rows.iter().filter(|r| r.status == "failed").count();
+            let failed = rows.iter().filter(|r| r.status == Status::Failed).count();
             if failed > 0 {
                 eprintln!("{failed} result(s) failed verification: see the `note` column");
                 return Ok(ExitCode::FAILURE);

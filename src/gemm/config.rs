@@ -181,7 +181,7 @@ impl GemmConfig {
             .split(['x', 'X'])
             .map(|d| d.trim().parse::<usize>().is_ok())
             .eq([true, true, true]);
-        let mut shape = GemmShape::parse(&shape, m.unwrap_or(DEFAULT_TOKENS))?;
+        let mut shape = GemmShape::parse(shape, m.unwrap_or(DEFAULT_TOKENS))?;
         if let (false, Some(m)) = (named, m) {
             bail!(
                 "`m={m}` applies to a named shape; `shape={}` already gives M",

@@ -5,6 +5,6 @@ mod row;
 mod table;
 mod writer;
 
-pub use row::ResultRow;
+pub use row::{Provider, ResultRow, Status};
 pub use table::{results_table, table, verify_table};
 pub use writer::{now, read_csv, write_rows_csv, ResultsWriter, RunMetadata};

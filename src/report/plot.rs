@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use plotters::prelude::*;
 use plotters::series::DashedLineSeries;
 
-use super::row::ResultRow;
+use super::row::{ResultRow, Status};
 use crate::predict::Prediction;
 use crate::roofline::{Precision, Roof};
 
@@ -277,7 +277,7 @@ pub fn plot_results(
     }
     let points: Vec<Point> = rows
         .iter()
-        .filter(|r| r.flops > 0 && r.bytes > 0 && r.status != "skipped")
+        .filter(|r| r.flops > 0 && r.bytes > 0 && r.status != Status::Skipped)
         .filter_map(|r| {
             Some(Point {
                 label: format!("{} {}", r.kernel, r.case),
@@ -306,7 +306,12 @@ pub fn plot_results(
             .filter(|r| r.suite == suite)
             .filter_map(|r| {
                 Some((
-                    format!("{} {} {}", r.case, r.kernel, r.mode),
+                    format!(
+                        "{} {} {}",
+                        r.case,
+                        r.kernel,
+                        r.mode.map_or("", |m| m.as_str())
+                    ),
                     r.pct_of_ceiling?,
                 ))
             })
@@ -404,8 +409,8 @@ mod tests {
                 suite: "stream".into(),
                 case: "triad/1GiB".into(),
                 kernel: "stream_triad_f32x4".into(),
-                mode: "cold".into(),
-                status: "ok".into(),
+                mode: Some(crate::measure::Mode::Cold),
+                status: Status::Ok,
                 bytes: 3 << 30,
                 flops: 2 << 28,
                 tflops: Some(0.45),
@@ -416,8 +421,8 @@ mod tests {
                 suite: "stream".into(),
                 case: "copy/1GiB".into(),
                 kernel: "stream_copy_u32x4".into(),
-                mode: "cold".into(),
-                status: "ok".into(),
+                mode: Some(crate::measure::Mode::Cold),
+                status: Status::Ok,
                 bytes: 2 << 30,
                 pct_of_ceiling: Some(96.0),
                 ..Default::default()

@@ -279,8 +279,9 @@ impl<'a> Spec<'a> {
 
 #[cfg(test)]
 pub(crate) mod testing {
-    //! Checks every suite's grammar passes: its example parses, its documented defaults are its
-    //! defaults, unknown and repeated keys are errors, and no input makes parsing panic.
+    //! What every suite's tests check of its grammar: its example parses, its documented
+    //! defaults are its defaults, unknown and repeated keys are errors, no input makes parsing
+    //! panic, and specs make the cases they made before.
 
     use proptest::prelude::*;
 
@@ -308,6 +309,7 @@ pub(crate) mod testing {
         }
     }
 
+    /// The grammar's promises for `suite`, and [`parsing_never_panics`].
     pub fn check_grammar(suite: &dyn Suite) {
         let grammar: Grammar = suite.grammar();
         let example = row_of(suite, grammar.example).expect("the example parses");
@@ -339,6 +341,7 @@ pub(crate) mod testing {
         for key in &grammar.keys {
             assert!(syntax.contains(&format!("{}=", key.name)), "{syntax}");
         }
+        parsing_never_panics(suite);
     }
 
     /// Pieces of specs that reach past the key check: each key with a plausible, an extreme or
@@ -409,7 +412,7 @@ pub(crate) mod testing {
 
     /// Feeds `parse_case` arbitrary strings and random combinations of plausible pairs; each must
     /// be a case or an error, never a panic.
-    pub fn parsing_never_panics(suite: &dyn Suite) {
+    fn parsing_never_panics(suite: &dyn Suite) {
         let fragments = fragments(&suite.grammar());
         let config = ProptestConfig {
             cases: 512,
