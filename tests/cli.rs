@@ -68,7 +68,7 @@ fn bad_arguments_are_clear_errors() {
     let (code, text) = roofbench(&["verify", "stream", "--case", "copy:7"]);
     assert_eq!(code, 1);
     assert!(
-        text.contains("multiple of 4") && text.contains("OP:BYTES_PER_ARRAY"),
+        text.contains("multiple of 4") && text.contains("OP:SIZE"),
         "{text}"
     );
     let (code, text) = roofbench(&["run", "--case", "copy:1GiB"]);

@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use crate::numeric::Element;
 use crate::roofline::Precision;
 use crate::roofline::Workload;
+use crate::suite::spec::{Absent, Grammar, Key, Spec, Value};
 
 pub const MAX_CONTEXT: usize = 131_072;
 pub const MAX_GROUP: usize = 16;
@@ -15,6 +16,11 @@ pub const MAX_HEAD_DIM: usize = 256;
 /// Head dims with compiled instances; other multiples of 16 use the generic path.
 pub const FAST_HEAD_DIMS: [usize; 5] = [64, 96, 128, 192, 256];
 pub const MAX_SPLITS: usize = 64;
+/// Batch and kv heads are grid dimensions (z and y), which CUDA caps at 65535.
+pub const MAX_BATCH: usize = 65_535;
+pub const MAX_KV_HEADS: usize = 65_535;
+/// The context of a sequence when neither `ctx=` nor `lens=` is given.
+const DEFAULT_CONTEXT: usize = 4096;
 
 /// How context lengths are spread over the batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,7 +71,7 @@ impl Default for AttentionConfig {
             q_dtype: Element::Bf16,
             kv_dtype: Element::Bf16,
             q_len: 1,
-            lengths: Lengths::Uniform(4096),
+            lengths: Lengths::Uniform(DEFAULT_CONTEXT),
             window: 0,
             softcap: 0.0,
             per_head_scales: false,
@@ -158,6 +164,14 @@ impl AttentionConfig {
         if c.batch == 0 || c.kv_heads == 0 || c.q_heads == 0 {
             bail!("batch and head counts must be positive");
         }
+        // Before anything sized by them is built (the lengths, the page geometry).
+        if c.batch > MAX_BATCH || c.kv_heads > MAX_KV_HEADS {
+            bail!(
+                "batch {} and kv heads {} must be at most {MAX_BATCH} (grid dimensions)",
+                c.batch,
+                c.kv_heads
+            );
+        }
         if c.q_heads % c.kv_heads != 0 {
             bail!(
                 "q heads ({}) must be a multiple of kv heads ({})",
@@ -180,8 +194,8 @@ impl AttentionConfig {
         if !(1..=MAX_Q_LEN).contains(&c.q_len) {
             bail!("query length {} must be 1..={MAX_Q_LEN}", c.q_len);
         }
-        if c.page_size == 0 {
-            bail!("page size must be positive");
+        if c.page_size == 0 || c.page_size > MAX_CONTEXT {
+            bail!("page size must be 1..={MAX_CONTEXT}");
         }
         if !matches!(c.q_dtype, Element::Bf16 | Element::Fp16) {
             bail!("queries are bf16 or fp16, not {}", c.q_dtype);
@@ -254,95 +268,129 @@ impl AttentionConfig {
         name
     }
 
-    /// Parses `key=value` pairs separated by commas; unnamed keys keep their defaults.
+    /// Parses `key=value` pairs separated by commas (see [`keys`]); keys not given keep their
+    /// defaults.
     pub fn parse(spec: &str) -> Result<AttentionConfig> {
-        let mut c = AttentionConfig::default();
-        let mut zipf = false;
-        let mut ctx: Option<usize> = None;
-        for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (key, value) = pair
-                .split_once('=')
-                .with_context(|| format!("`{pair}` is not key=value"))?;
-            let int = || {
-                value
-                    .parse::<usize>()
-                    .with_context(|| format!("{key}={value}: not a whole number"))
-            };
-            match key {
-                "b" | "batch" => c.batch = int()?,
-                "ctx" => ctx = Some(int()?),
-                "lens" => {
-                    if value == "zipf" {
-                        zipf = true;
-                    } else if value != "uniform" {
-                        let v = value
-                            .split(':')
-                            .map(|l| l.parse::<usize>())
-                            .collect::<Result<Vec<_>, _>>();
-                        c.lengths = Lengths::Explicit(v.with_context(|| {
-                            format!("lens={value}: uniform, zipf or L1:L2:...")
-                        })?);
-                    }
-                }
-                "heads" => {
-                    let (q, kv) = value
-                        .split_once('/')
-                        .with_context(|| format!("heads={value}: expected Q/KV, e.g. 32/8"))?;
-                    c.q_heads = q.parse().with_context(|| format!("heads={value}"))?;
-                    c.kv_heads = kv.parse().with_context(|| format!("heads={value}"))?;
-                }
-                "d" | "head_dim" => c.head_dim = int()?,
-                "p" | "page" => c.page_size = int()?,
-                "kv" => {
-                    c.kv_dtype = Element::parse(value)
-                        .with_context(|| format!("kv={value}: bf16, fp16, e4m3 or e5m2"))?
-                }
-                "q" => {
-                    c.q_dtype =
-                        Element::parse(value).with_context(|| format!("q={value}: bf16 or fp16"))?
-                }
-                "qlen" => c.q_len = int()?,
-                "window" => c.window = int()?,
-                "softcap" => {
-                    c.softcap = value.parse().with_context(|| format!("softcap={value}"))?
-                }
-                "scale" => {
-                    c.per_head_scales = match value {
-                        "head" => true,
-                        "tensor" => false,
-                        _ => bail!("scale={value}: tensor or head"),
-                    }
-                }
-                "layout" => {
-                    c.contiguous = match value {
-                        "contiguous" => true,
-                        "paged" => false,
-                        _ => bail!("layout={value}: paged or contiguous"),
-                    }
-                }
-                "splits" => c.splits = if value == "auto" { None } else { Some(int()?) },
-                "data" => {
-                    c.index_data = match value {
-                        "index" => true,
-                        "random" => false,
-                        _ => bail!("data={value}: random or index"),
-                    }
-                }
-                _ => bail!("unknown key `{key}`"),
-            }
+        let grammar = grammar();
+        AttentionConfig::from_spec(&grammar.parse(spec)?, AttentionConfig::default())
+    }
+
+    /// The case of a parsed spec, `defaults` for the keys it does not give (the kv_evict suite
+    /// reads its cache with a larger default batch).
+    pub fn from_spec(spec: &Spec, defaults: AttentionConfig) -> Result<AttentionConfig> {
+        let mut c = defaults;
+        c.batch = spec.int("b")?.unwrap_or(c.batch);
+        if let Some((q, kv)) = spec.parse("heads", parse_heads)? {
+            (c.q_heads, c.kv_heads) = (q, kv);
         }
-        match (ctx, zipf, &c.lengths) {
-            (Some(_), _, Lengths::Explicit(_)) => {
+        c.head_dim = spec.int("d")?.unwrap_or(c.head_dim);
+        c.page_size = spec.int("p")?.unwrap_or(c.page_size);
+        let element = |key: &str, expected: &'static str| {
+            spec.parse(key, |v| Element::parse(v).context(expected))
+        };
+        c.kv_dtype = element("kv", "bf16, fp16, e4m3 or e5m2")?.unwrap_or(c.kv_dtype);
+        c.q_dtype = element("q", "bf16 or fp16")?.unwrap_or(c.q_dtype);
+        c.q_len = spec.int("qlen")?.unwrap_or(c.q_len);
+        c.window = spec.int("window")?.unwrap_or(c.window);
+        // f32 directly (not through f64): the value names the case.
+        c.softcap = spec
+            .parse("softcap", |v| Ok(v.parse::<f32>()?))?
+            .unwrap_or(c.softcap);
+        if let Some(scale) = spec.one_of("scale")? {
+            c.per_head_scales = scale == "head";
+        }
+        if let Some(layout) = spec.one_of("layout")? {
+            c.contiguous = layout == "contiguous";
+        }
+        if let Some(splits) = spec.parse("splits", |v| match v {
+            "auto" => Ok(None),
+            n => Ok(Some(n.parse::<usize>().context("auto or a whole number")?)),
+        })? {
+            c.splits = splits;
+        }
+        if let Some(data) = spec.one_of("data")? {
+            c.index_data = data == "index";
+        }
+        let ctx = spec.int("ctx")?;
+        let lens = match spec.get("lens") {
+            None | Some("uniform") => None,
+            Some("zipf") => Some(Lengths::Zipf(ctx.unwrap_or(DEFAULT_CONTEXT))),
+            Some(_) => spec.list("lens")?.map(Lengths::Explicit),
+        };
+        match (lens, ctx) {
+            (Some(Lengths::Explicit(_)), Some(_)) => {
                 bail!("give either ctx= or lens=L1:L2:..., not both")
             }
-            (Some(n), true, _) => c.lengths = Lengths::Zipf(n),
-            (Some(n), false, _) => c.lengths = Lengths::Uniform(n),
-            (None, true, _) => c.lengths = Lengths::Zipf(4096),
-            (None, false, Lengths::Explicit(v)) => c.batch = v.len(),
-            (None, false, _) => {}
+            (Some(Lengths::Explicit(v)), None) => {
+                c.batch = v.len();
+                c.lengths = Lengths::Explicit(v);
+            }
+            (Some(zipf), _) => c.lengths = zipf,
+            (None, Some(n)) => c.lengths = Lengths::Uniform(n),
+            (None, None) => {}
         }
         c.validate()?;
         Ok(c)
+    }
+}
+
+/// `Q/KV` head counts.
+fn parse_heads(value: &str) -> Result<(usize, usize)> {
+    let (q, kv) = value.split_once('/').context("expected Q/KV, e.g. 32/8")?;
+    Ok((q.trim().parse()?, kv.trim().parse()?))
+}
+
+/// The keys of an attention case; the kv_evict suite's cache takes the same.
+pub fn keys() -> Vec<Key> {
+    vec![
+        Key::new("b", Value::Int, Absent::Value("1"), "sequences in the batch").aliases(&["batch"]),
+        Key::new("ctx", Value::Int, Absent::Value("4096"), "context length of each sequence"),
+        Key::new(
+            "lens",
+            Value::Text("uniform|zipf|L1:L2:.."),
+            Absent::Value("uniform"),
+            "every sequence ctx long, Zipf-skewed with mean ctx, or one length per sequence, which sets b",
+        ),
+        Key::new("heads", Value::Text("Q/KV"), Absent::Value("32/8"), "query heads / kv heads"),
+        Key::new("d", Value::Int, Absent::Value("128"), "head dim").aliases(&["head_dim"]),
+        Key::new("p", Value::Int, Absent::Value("16"), "page size in tokens").aliases(&["page"]),
+        Key::new(
+            "kv",
+            Value::Text("bf16|fp16|e4m3|e5m2"),
+            Absent::Value("bf16"),
+            "KV-cache type",
+        ),
+        Key::new("q", Value::Text("bf16|fp16"), Absent::Value("bf16"), "query and output type"),
+        Key::new("qlen", Value::Int, Absent::Value("1"), "new tokens per sequence, 1..=8"),
+        Key::new("window", Value::Int, Absent::Value("0"), "sliding window in tokens, 0 for none"),
+        Key::new("softcap", Value::Real, Absent::Value("0"), "logit soft-cap, 0 for none"),
+        Key::new(
+            "scale",
+            Value::OneOf(&["tensor", "head"]),
+            Absent::Value("tensor"),
+            "FP8 scales per tensor or per kv head",
+        ),
+        Key::new(
+            "layout",
+            Value::OneOf(&["paged", "contiguous"]),
+            Absent::Value("paged"),
+            "shuffled pages, or one page per sequence: what paging costs",
+        ),
+        Key::new("splits", Value::Text("auto|N"), Absent::Value("auto"), "split-K factor"),
+        Key::new(
+            "data",
+            Value::OneOf(&["random", "index"]),
+            Absent::Value("random"),
+            "random, or index-revealing test data: q = 0, V one-hot",
+        ),
+    ]
+}
+
+pub fn grammar() -> Grammar {
+    Grammar {
+        keys: keys(),
+        example: "b=32,ctx=8192,heads=64/8,d=128,kv=e4m3",
+        shorthand: None,
     }
 }
 
@@ -350,7 +398,8 @@ impl AttentionConfig {
 /// 1/(r+1); every length is at least `min` and the total is exactly batch x mean (the last
 /// sequence takes the rounding).
 pub fn zipf_lengths(batch: usize, mean: usize, min: usize) -> Vec<usize> {
-    let total = batch * mean;
+    // Saturating: a mean past the longest context is clamped below, not an overflow.
+    let total = batch.saturating_mul(mean);
     let harmonic: f64 = (1..=batch).map(|r| 1.0 / r as f64).sum();
     let mut lens: Vec<usize> = (1..=batch)
         .map(|r| ((total as f64 / harmonic / r as f64).round() as usize).clamp(min, MAX_CONTEXT))
@@ -387,6 +436,12 @@ mod tests {
         assert!(err("kv=f32").contains("not f32"));
         assert!(err("colour=blue").contains("unknown key"));
         assert!(err("lens=1:2,qlen=2").contains("context length 1"));
+        // Grid limits, checked before anything is sized by them.
+        assert!(err("b=70000,lens=zipf").contains("65535"));
+        assert!(err("p=200000").contains("page size"));
+        assert!(err("ctx=100,lens=1:2").contains("not both"));
+        assert!(err("b=2,batch=3").contains("`b` is given twice"));
+        assert!(err("lens=1:x").starts_with("lens=1:x: "));
     }
 
     #[test]

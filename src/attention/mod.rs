@@ -17,6 +17,7 @@ use crate::gpu::{DeviceInfo, Gpu};
 use crate::measure::Mode;
 use crate::numeric::Element;
 use crate::roofline::Workload;
+use crate::suite::spec::Grammar;
 use crate::suite::{Case, Prepared, Suite};
 
 impl Case for AttentionConfig {
@@ -92,7 +93,7 @@ impl Case for AttentionConfig {
     }
 
     fn prepare(&self, gpu: &Gpu) -> Result<Box<dyn Prepared>> {
-        Ok(Box::new(prepared::PreparedAttention::new(gpu, self)?))
+        Ok(Box::new(prepared::PreparedAttention::prepare(gpu, self)?))
     }
 }
 
@@ -117,10 +118,8 @@ impl Suite for AttentionSuite {
         prepared::all_kernel_names()
     }
 
-    fn case_syntax(&self) -> &'static str {
-        "key=value,... with b=BATCH ctx=LEN|lens=L1:L2:..|lens=zipf heads=Q/KV d=HEAD_DIM p=PAGE kv=bf16|fp16|e4m3|e5m2 \
-         q=bf16|fp16 qlen=1..8 window=N softcap=X scale=tensor|head layout=paged|contiguous splits=auto|N, \
-         e.g. b=32,ctx=8192,heads=64/8,d=128,kv=e4m3"
+    fn grammar(&self) -> Grammar {
+        config::grammar()
     }
 
     fn default_cases(&self, quick: bool) -> Vec<Box<dyn Case>> {
@@ -242,6 +241,35 @@ pub fn fp8_scale(kv: Element, kv_head: usize, per_head: bool) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_case_grammar_holds() {
+        crate::suite::spec::testing::check_grammar(&AttentionSuite);
+    }
+
+    #[test]
+    fn specs_make_the_cases_they_made_before_the_grammar() {
+        crate::suite::spec::testing::assert_same_cases(
+            &AttentionSuite,
+            &[
+            ("", "b1-ctx4096-h32/8-d128-p16-kvbf16", "batch=1 q_heads=32 kv_heads=8 head_dim=128 page_size=16 q_len=1 lens=Uniform(4096) window=0 softcap=0 per_head_scales=false contiguous=false splits=auto"),
+            ("b=8,ctx=32768,heads=64/8,d=128,kv=e4m3,scale=head", "b8-ctx32768-h64/8-d128-p16-kve4m3-headscale", "batch=8 q_heads=64 kv_heads=8 head_dim=128 page_size=16 q_len=1 lens=Uniform(32768) window=0 softcap=0 per_head_scales=true contiguous=false splits=auto"),
+            ("batch=4,head_dim=64,page=32,ctx=1000", "b4-ctx1000-h32/8-d64-p32-kvbf16", "batch=4 q_heads=32 kv_heads=8 head_dim=64 page_size=32 q_len=1 lens=Uniform(1000) window=0 softcap=0 per_head_scales=false contiguous=false splits=auto"),
+            ("lens=1:17:4000,qlen=1,heads=8/1,d=80,p=1", "b3-ctx1:17:4000-h8/1-d80-p1-kvbf16", "batch=3 q_heads=8 kv_heads=1 head_dim=80 page_size=1 q_len=1 lens=Explicit([1, 17, 4000]) window=0 softcap=0 per_head_scales=false contiguous=false splits=auto"),
+            ("lens=zipf,b=6,ctx=700,heads=8/2,d=64", "b6-ctx700zipf-h8/2-d64-p16-kvbf16", "batch=6 q_heads=8 kv_heads=2 head_dim=64 page_size=16 q_len=1 lens=Zipf(700) window=0 softcap=0 per_head_scales=false contiguous=false splits=auto"),
+            ("lens=zipf", "b1-ctx4096zipf-h32/8-d128-p16-kvbf16", "batch=1 q_heads=32 kv_heads=8 head_dim=128 page_size=16 q_len=1 lens=Zipf(4096) window=0 softcap=0 per_head_scales=false contiguous=false splits=auto"),
+            ("lens=uniform,ctx=300", "b1-ctx300-h32/8-d128-p16-kvbf16", "batch=1 q_heads=32 kv_heads=8 head_dim=128 page_size=16 q_len=1 lens=Uniform(300) window=0 softcap=0 per_head_scales=false contiguous=false splits=auto"),
+            ("kv=fp16,q=fp16", "b1-ctx4096-h32/8-d128-p16-kvfp16-qfp16", "batch=1 q_heads=32 kv_heads=8 head_dim=128 page_size=16 q_len=1 lens=Uniform(4096) window=0 softcap=0 per_head_scales=false contiguous=false splits=auto"),
+            ("kv=F16,q=f16,d=96", "b1-ctx4096-h32/8-d96-p16-kvfp16-qfp16", "batch=1 q_heads=32 kv_heads=8 head_dim=96 page_size=16 q_len=1 lens=Uniform(4096) window=0 softcap=0 per_head_scales=false contiguous=false splits=auto"),
+            ("kv=E5M2", "b1-ctx4096-h32/8-d128-p16-kve5m2", "batch=1 q_heads=32 kv_heads=8 head_dim=128 page_size=16 q_len=1 lens=Uniform(4096) window=0 softcap=0 per_head_scales=false contiguous=false splits=auto"),
+            ("qlen=4,window=100,softcap=30,layout=contiguous,splits=7,data=index", "b1-ctx4096-h32/8-d128-p16-kvbf16-ql4-w100-cap30-contig-s7-indexdata", "batch=1 q_heads=32 kv_heads=8 head_dim=128 page_size=16 q_len=4 lens=Uniform(4096) window=100 softcap=30 per_head_scales=false contiguous=true splits=7"),
+            ("splits=auto,layout=paged,scale=tensor,data=random", "b1-ctx4096-h32/8-d128-p16-kvbf16", "batch=1 q_heads=32 kv_heads=8 head_dim=128 page_size=16 q_len=1 lens=Uniform(4096) window=0 softcap=0 per_head_scales=false contiguous=false splits=auto"),
+            (" b=2 , ctx=100 ", "b2-ctx100-h32/8-d128-p16-kvbf16", "batch=2 q_heads=32 kv_heads=8 head_dim=128 page_size=16 q_len=1 lens=Uniform(100) window=0 softcap=0 per_head_scales=false contiguous=false splits=auto"),
+            ("b=2,,ctx=100,", "b2-ctx100-h32/8-d128-p16-kvbf16", "batch=2 q_heads=32 kv_heads=8 head_dim=128 page_size=16 q_len=1 lens=Uniform(100) window=0 softcap=0 per_head_scales=false contiguous=false splits=auto"),
+            ("softcap=5.5,lens=8:15:16:17:300:2049,heads=8/2,d=64,qlen=2", "b6-ctx8:15:16:17:300:2049-h8/2-d64-p16-kvbf16-ql2-cap5.5", "batch=6 q_heads=8 kv_heads=2 head_dim=64 page_size=16 q_len=2 lens=Explicit([8, 15, 16, 17, 300, 2049]) window=0 softcap=5.5 per_head_scales=false contiguous=false splits=auto"),
+            ],
+        );
+    }
 
     #[test]
     fn built_in_cases_are_valid_and_unique() {

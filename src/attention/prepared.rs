@@ -10,7 +10,7 @@ use super::layout::PagedLayout;
 use super::reference::{decode_reference, tolerance, HostInputs};
 use crate::gpu::{Buffer, Gpu, GpuResult, Kernel, Launch};
 use crate::numeric::{random_encoded, Element};
-use crate::suite::{Check, Prepared, Provider, Variant};
+use crate::suite::{Check, LaunchFn, Provider, Variant, Variants};
 
 // Launch shapes, from the headers of kernels/attention/paged_decode.cu and paged_append.cu.
 /// Decode: grid (splits, kv heads, batch).
@@ -104,13 +104,11 @@ pub struct PreparedAttention {
     v_new: Buffer<u8>,
     k_new_host: Vec<f32>,
     v_new_host: Vec<f32>,
-    variants: Vec<Variant>,
-    decode: Option<(Kernel, Kernel)>,
-    append: Option<Kernel>,
 }
 
 impl PreparedAttention {
-    pub fn new(gpu: &Gpu, c: &AttentionConfig) -> Result<PreparedAttention> {
+    /// Random inputs on a shuffled page table; the decode + merge pair and the append kernel.
+    pub fn prepare(gpu: &Gpu, c: &AttentionConfig) -> Result<Variants<PreparedAttention>> {
         c.validate()?;
         let mut rng = rand::rng();
         let layout = layout_of(c, rng.random());
@@ -147,48 +145,7 @@ impl PreparedAttention {
         let v_new_bytes = random_encoded(seed(), new_elements, c.q_dtype, |_| 1.0);
         let q = c.q_dtype.decode_all(&q_bytes);
 
-        let mut variants = Vec::new();
-        let load = |name: String, variants: &mut Vec<Variant>| -> Option<Kernel> {
-            match gpu.kernel(&name) {
-                Ok(k) => {
-                    variants.push(Variant {
-                        kernel: name,
-                        provider: Provider::Roofbench,
-                        unavailable: None,
-                    });
-                    Some(k)
-                }
-                Err(e) => {
-                    variants.push(Variant {
-                        kernel: name,
-                        provider: Provider::Roofbench,
-                        unavailable: Some(e.to_string()),
-                    });
-                    None
-                }
-            }
-        };
-        let decode = load(decode_kernel_name(c), &mut variants);
-        // The tile ring needs more than the default 48 KiB of shared memory.
-        if let Some(k) = &decode {
-            if let Err(e) = k.allow_dynamic_shared(DECODE_SMEM) {
-                variants[0].unavailable = Some(format!(
-                    "needs {DECODE_SMEM} B of shared memory per block: {e}"
-                ));
-            }
-        }
-        let merge = gpu.kernel(&merge_kernel_name(c));
-        let decode = match (decode, merge) {
-            (Some(_), _) if variants[0].unavailable.is_some() => None,
-            (Some(d), Ok(m)) => Some((d, m)),
-            (Some(_), Err(e)) => {
-                variants[0].unavailable = Some(e.to_string());
-                None
-            }
-            _ => None,
-        };
-        let append = load(append_kernel_name(c), &mut variants);
-
+        let variants = vec![decode_variant(gpu, c), append_variant(gpu, c)];
         let prepared = PreparedAttention {
             q: gpu.upload(&q_bytes)?,
             k_pool: gpu.upload(&k_bytes)?,
@@ -217,18 +174,12 @@ impl PreparedAttention {
             config: c.clone(),
             layout,
             splits,
-            variants,
-            decode,
-            append,
         };
         gpu.synchronize()?;
-        Ok(prepared)
+        Ok(Variants::new(prepared, variants))
     }
 
-    fn launch_decode(&self, gpu: &Gpu) -> GpuResult<()> {
-        let Some((decode, merge)) = &self.decode else {
-            unreachable!("unavailable variants are not launched")
-        };
+    fn launch_decode(&self, gpu: &Gpu, decode: &Kernel, merge: &Kernel) -> GpuResult<()> {
         let c = &self.config;
         let (q_len, q_heads, kv_heads, head_dim) = (
             c.q_len as i32,
@@ -290,10 +241,7 @@ impl PreparedAttention {
         }
     }
 
-    fn launch_append(&self, gpu: &Gpu) -> GpuResult<()> {
-        let Some(append) = &self.append else {
-            unreachable!("unavailable variants are not launched")
-        };
+    fn launch_append(&self, gpu: &Gpu, append: &Kernel) -> GpuResult<()> {
         let c = &self.config;
         let (q_len, kv_heads, head_dim, page_size) = (
             c.q_len as i32,
@@ -323,12 +271,12 @@ impl PreparedAttention {
         }
     }
 
-    fn verify_decode(&mut self, gpu: &Gpu) -> Result<Check> {
+    fn verify_decode(&mut self, gpu: &Gpu, launch: &mut LaunchFn<Self>) -> Result<Check> {
         for buf in [&mut self.o_partial, &mut self.lse_partial] {
             gpu.memset_u32(buf, 0xffff_ffff)?;
         }
         gpu.memset_u32(&mut self.out, 0xffff_ffff)?; // NaN in bf16 and fp16
-        self.launch_decode(gpu)?;
+        launch(self, gpu)?;
         let got = self.config.q_dtype.decode_all(&gpu.download(&self.out)?);
         let checked = rows_to_check(&self.config);
         let rows = decode_reference(&self.config, &self.layout, &self.host, &checked);
@@ -375,10 +323,10 @@ impl PreparedAttention {
     /// Appends the new tokens, compares every written slot (one head_dim row per token and kv
     /// head: HND keeps it contiguous) with the CPU's encoding, then restores the slot's original
     /// bytes so decode checks keep their reference.
-    fn verify_append(&mut self, gpu: &Gpu) -> Result<Check> {
+    fn verify_append(&mut self, gpu: &Gpu, launch: &mut LaunchFn<Self>) -> Result<Check> {
         let c = self.config.clone();
         let (e, d) = (c.kv_dtype, c.head_dim);
-        self.launch_append(gpu)?;
+        launch(self, gpu)?;
         let mut mismatches = Vec::new();
         for b in 0..c.batch {
             let ctx = self.layout.context_lens[b] as usize;
@@ -464,25 +412,48 @@ impl PreparedAttention {
     }
 }
 
-impl Prepared for PreparedAttention {
-    fn variants(&self) -> &[Variant] {
-        &self.variants
+/// Decode and merge, launched back to back; unavailable where either kernel or the tile ring's
+/// shared memory is missing.
+fn decode_variant(gpu: &Gpu, c: &AttentionConfig) -> Variant<PreparedAttention> {
+    let name = decode_kernel_name(c);
+    match decode_kernels(gpu, &name, c) {
+        Ok((decode, merge)) => Variant::new(
+            name,
+            Provider::Roofbench,
+            move |s: &mut PreparedAttention, gpu| s.launch_decode(gpu, &decode, &merge),
+            |s, gpu, launch| s.verify_decode(gpu, launch).context("decode"),
+        ),
+        Err(why) => Variant::unavailable(name, Provider::Roofbench, why),
     }
+}
 
-    fn launch(&mut self, gpu: &Gpu, variant: usize) -> GpuResult<()> {
-        if variant == 0 {
-            self.launch_decode(gpu)
-        } else {
-            self.launch_append(gpu)
-        }
-    }
+/// The decode kernel, allowed its tile ring, and the merge kernel; or why not.
+fn decode_kernels(
+    gpu: &Gpu,
+    name: &str,
+    c: &AttentionConfig,
+) -> std::result::Result<(Kernel, Kernel), String> {
+    let decode = gpu.kernel(name).map_err(|e| e.to_string())?;
+    // The tile ring needs more than the default 48 KiB of shared memory.
+    decode
+        .allow_dynamic_shared(DECODE_SMEM)
+        .map_err(|e| format!("needs {DECODE_SMEM} B of shared memory per block: {e}"))?;
+    let merge = gpu
+        .kernel(&merge_kernel_name(c))
+        .map_err(|e| e.to_string())?;
+    Ok((decode, merge))
+}
 
-    fn verify(&mut self, gpu: &Gpu, variant: usize) -> Result<Check> {
-        if variant == 0 {
-            self.verify_decode(gpu).context("decode")
-        } else {
-            self.verify_append(gpu).context("append")
-        }
+fn append_variant(gpu: &Gpu, c: &AttentionConfig) -> Variant<PreparedAttention> {
+    let name = append_kernel_name(c);
+    match gpu.kernel(&name) {
+        Ok(append) => Variant::new(
+            name,
+            Provider::Roofbench,
+            move |s: &mut PreparedAttention, gpu| s.launch_append(gpu, &append),
+            |s, gpu, launch| s.verify_append(gpu, launch).context("append"),
+        ),
+        Err(e) => Variant::unavailable(name, Provider::Roofbench, e.to_string()),
     }
 }
 

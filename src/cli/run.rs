@@ -14,7 +14,7 @@ use super::{
 };
 use roofbench::measure::{MeasureConfig, Mode};
 use roofbench::predict;
-use roofbench::report::{self, table, ResultRow};
+use roofbench::report::{self, table, ResultRow, Status};
 use roofbench::suite::{self, Plan, RunOptions};
 
 #[derive(Args)]
@@ -115,7 +115,7 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode> {
     for path in report::plot::plot_results_dir(&opts.out_dir, Some(&slug), &opts.catalog)? {
         eprintln!("plot: {}", path.display());
     }
-    let failed = rows.iter().filter(|r| r.status == "failed").count();
+    let failed = rows.iter().filter(|r| r.status == Status::Failed).count();
     Ok(exit_for_failures(
         failed,
         "result(s) failed verification: see the `note` column",

@@ -5,13 +5,14 @@
 //! quantization of one of its BF16 operands (`op=quantize-x` / `op=quantize-w`), which a real
 //! pipeline pays before every quantized GEMM of activations and is timed as its own case.
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 
 use super::accuracy::{DataKind, GemmShape, DEFAULT_TOKENS};
 use super::paths::{Inputs, Problem};
 use super::quant::{scales_shape, Operand, QuantFormat, Scheme};
 use crate::roofline::Precision;
 use crate::roofline::Workload;
+use crate::suite::spec::{Absent, Grammar, Key, Value};
 
 /// Which roofbench kernels a case runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,83 +47,132 @@ pub struct GemmConfig {
     pub op: Op,
 }
 
-/// Keys of the case syntax, for the error on an unknown one.
-const KEYS: &str = "shape, m, fmt, scale, act, bias, data, path, lt, op";
+/// The keys of a GEMM case.
+pub fn keys() -> Vec<Key> {
+    vec![
+        Key::new(
+            "shape",
+            Value::Text("MxNxK|<model shape>"),
+            Absent::Required,
+            "the GEMM Y[M][N] = X[M][K]·W[N][K]ᵀ, or a model projection such as llama3-70b-qkv",
+        ),
+        Key::new(
+            "m",
+            Value::Int,
+            Absent::Note("128 with a model shape"),
+            "tokens (M) of a model shape",
+        ),
+        Key::new(
+            "fmt",
+            Value::Names(|| {
+                std::iter::once("bf16")
+                    .chain(QuantFormat::ALL.iter().map(|f| f.name()))
+                    .collect()
+            }),
+            Absent::Value("e4m3"),
+            "input format",
+        ),
+        Key::new(
+            "scale",
+            Value::Text("tensor|token|block128"),
+            Absent::Note("tensor; token for weight-only"),
+            "scaling of quantized inputs",
+        ),
+        Key::new(
+            "act",
+            Value::OneOf(&["quantized", "bf16"]),
+            Absent::Value("quantized"),
+            "activations quantized like W, or BF16: a weight-only GEMM",
+        ),
+        Key::new(
+            "bias",
+            Value::Flag,
+            Absent::Value("0"),
+            "a BF16 bias added to Y",
+        ),
+        Key::new(
+            "data",
+            Value::Names(|| DataKind::ALL.iter().map(|d| d.name()).collect()),
+            Absent::Value("gaussian"),
+            "activations",
+        ),
+        Key::new(
+            "path",
+            Value::Names(|| {
+                ["auto", "all"]
+                    .into_iter()
+                    .chain(super::paths::all().iter().map(|p| p.name()))
+                    .collect()
+            }),
+            Absent::Value("auto"),
+            "roofbench's pick for this GPU, every path that takes the case, or one",
+        ),
+        Key::new(
+            "lt",
+            Value::Flag,
+            Absent::Value("1"),
+            "cuBLASLt beside our kernels",
+        )
+        .aliases(&["cublaslt"]),
+        Key::new(
+            "op",
+            Value::OneOf(&["gemm", "quantize-x", "quantize-w"]),
+            Absent::Value("gemm"),
+            "the GEMM, or the quantizer of X or W alone",
+        ),
+    ]
+}
 
-fn flag(key: &str, value: &str) -> Result<bool> {
-    match value {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => bail!("`{key}={value}`: expected 1 or 0"),
+pub fn grammar() -> Grammar {
+    Grammar {
+        keys: keys(),
+        example: "shape=llama3-70b-qkv,m=2048,fmt=e4m3,scale=block128",
+        shorthand: None,
     }
 }
 
 impl GemmConfig {
-    /// Parses `shape=MxNxK|model-shape,m=M,fmt=bf16|e4m3|e5m2|int8,scale=tensor|token|block128,
-    /// act=bf16,bias=1,data=gaussian|outliers,path=auto|all|NAME,lt=0|1,op=gemm|quantize-x|quantize-w`.
+    /// Parses `key=value,...` (see [`keys`]).
     pub fn parse(spec: &str) -> Result<GemmConfig> {
-        let mut shape = None;
-        let mut m = None;
-        let mut format = Some(QuantFormat::E4m3);
-        let mut scheme = None;
-        let mut weight_only = false;
-        let mut bias = false;
-        let mut data = DataKind::Gaussian;
-        let mut path = PathChoice::Auto;
-        let mut cublaslt = true;
-        let mut op = Op::Gemm;
-        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let Some((key, value)) = item.split_once('=') else {
-                bail!("`{item}` is not key=value (keys: {KEYS})");
-            };
-            let (key, value) = (key.trim(), value.trim());
-            match key {
-                "shape" => shape = Some(value.to_string()),
-                "m" => {
-                    let v: usize = value
-                        .parse()
-                        .with_context(|| format!("`m={value}` is not a token count"))?;
-                    ensure!(v > 0, "`m` must be positive");
-                    m = Some(v);
+        let grammar = grammar();
+        let spec = grammar.parse(spec)?;
+        let shape = spec.get("shape");
+        let m = spec.int("m")?;
+        ensure!(m != Some(0), "`m` must be positive");
+        let format = spec
+            .parse("fmt", |v| match v.to_ascii_lowercase().as_str() {
+                "bf16" => Ok(None),
+                other => QuantFormat::parse(other).map(Some),
+            })?
+            .unwrap_or(Some(QuantFormat::E4m3));
+        let scheme = spec.parse("scale", Scheme::parse)?;
+        let weight_only = spec
+            .parse("act", |v| match v.to_ascii_lowercase().as_str() {
+                "bf16" => Ok(true),
+                "quantized" | "same" => Ok(false),
+                _ => bail!("`bf16` (weight-only GEMM) or `quantized`"),
+            })?
+            .unwrap_or(false);
+        let bias = spec.flag("bias")?.unwrap_or(false);
+        let data = spec
+            .parse("data", DataKind::parse)?
+            .unwrap_or(DataKind::Gaussian);
+        let path = spec
+            .parse("path", |v| match v {
+                "auto" => Ok(PathChoice::Auto),
+                "all" => Ok(PathChoice::All),
+                name => {
+                    super::paths::by_name(name)?;
+                    Ok(PathChoice::Named(name.to_string()))
                 }
-                "fmt" => {
-                    format = match value.to_ascii_lowercase().as_str() {
-                        "bf16" => None,
-                        other => Some(QuantFormat::parse(other)?),
-                    }
-                }
-                "scale" => scheme = Some(Scheme::parse(value)?),
-                "act" => {
-                    weight_only = match value.to_ascii_lowercase().as_str() {
-                        "bf16" => true,
-                        "quantized" | "same" => false,
-                        _ => bail!("`act={value}`: `bf16` (weight-only GEMM) or `quantized`"),
-                    }
-                }
-                "bias" => bias = flag(key, value)?,
-                "data" => data = DataKind::parse(value)?,
-                "path" => {
-                    path = match value {
-                        "auto" => PathChoice::Auto,
-                        "all" => PathChoice::All,
-                        name => {
-                            super::paths::by_name(name)?;
-                            PathChoice::Named(name.to_string())
-                        }
-                    }
-                }
-                "lt" | "cublaslt" => cublaslt = flag(key, value)?,
-                "op" => {
-                    op = match value {
-                        "gemm" => Op::Gemm,
-                        "quantize-x" => Op::Quantize(Operand::Activation),
-                        "quantize-w" => Op::Quantize(Operand::Weight),
-                        _ => bail!("`op={value}`: gemm, quantize-x or quantize-w"),
-                    }
-                }
-                _ => bail!("unknown key `{key}` (keys: {KEYS})"),
-            }
-        }
+            })?
+            .unwrap_or(PathChoice::Auto);
+        let cublaslt = spec.flag("lt")?.unwrap_or(true);
+        let op = match spec.one_of("op")? {
+            Some("quantize-x") => Op::Quantize(Operand::Activation),
+            Some("quantize-w") => Op::Quantize(Operand::Weight),
+            _ => Op::Gemm,
+        };
         let Some(shape) = shape else {
             bail!("a GEMM case needs `shape=MxNxK` or `shape=<model shape>` (e.g. llama3-70b-qkv)")
         };
@@ -131,7 +181,7 @@ impl GemmConfig {
             .split(['x', 'X'])
             .map(|d| d.trim().parse::<usize>().is_ok())
             .eq([true, true, true]);
-        let mut shape = GemmShape::parse(&shape, m.unwrap_or(DEFAULT_TOKENS))?;
+        let mut shape = GemmShape::parse(shape, m.unwrap_or(DEFAULT_TOKENS))?;
         if let (false, Some(m)) = (named, m) {
             bail!(
                 "`m={m}` applies to a named shape; `shape={}` already gives M",

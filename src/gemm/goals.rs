@@ -2,7 +2,8 @@
 //! FP8 throughput, the small-M weight bandwidth against the copy bandwidth), and the speedup
 //! columns every GEMM row carries.
 
-use crate::report::ResultRow;
+use crate::measure::Mode;
+use crate::report::{Provider, ResultRow, Status};
 use crate::suite::Goal;
 
 /// `key=value` from a row's params.
@@ -25,7 +26,9 @@ fn is_gemm(row: &ResultRow) -> bool {
 }
 
 fn timed(row: &ResultRow) -> Option<f64> {
-    (row.status == "ok").then_some(row.median_us).flatten()
+    (row.status == Status::Ok)
+        .then_some(row.median_us)
+        .flatten()
 }
 
 /// Rows that compute the same GEMM problem apart from the input format: same shape, bias and
@@ -39,13 +42,13 @@ fn same_problem(a: &ResultRow, b: &ResultRow) -> bool {
 }
 
 /// The fastest verified row of `provider` among `rows` matching `pick`.
-fn fastest<'a>(
-    rows: &'a [ResultRow],
-    provider: &str,
+fn fastest(
+    rows: &[ResultRow],
+    provider: Provider,
     pick: impl Fn(&ResultRow) -> bool,
-) -> Option<&'a ResultRow> {
+) -> Option<&ResultRow> {
     rows.iter()
-        .filter(|r| r.provider == provider && timed(r).is_some() && pick(r))
+        .filter(|r| r.provider == Some(provider) && timed(r).is_some() && pick(r))
         .min_by(|a, b| {
             a.median_us
                 .partial_cmp(&b.median_us)
@@ -60,13 +63,13 @@ pub fn annotate_speedups(rows: &mut [ResultRow]) -> bool {
     let mut changed = false;
     for row in rows.iter_mut().filter(|r| is_gemm(r)) {
         let Some(t) = timed(row) else { continue };
-        let baseline = |provider: &str| {
+        let baseline = |provider: Provider| {
             fastest(&snapshot, provider, |b| {
                 same_problem(b, row) && param(b, "inputs") == Some("bf16")
             })
             .and_then(timed)
         };
-        let (ours, lt) = (baseline("roofbench"), baseline("cublaslt"));
+        let (ours, lt) = (baseline(Provider::Roofbench), baseline(Provider::CublasLt));
         row.speedup_vs_bf16 = ours.map(|b| b / t);
         row.speedup_vs_cublaslt_bf16 = lt.map(|b| b / t);
         changed |= ours.is_some() || lt.is_some();
@@ -89,8 +92,12 @@ fn versus_cublaslt(
         .collect();
     cases.dedup();
     for case in cases {
-        let ours = fastest(rows, "roofbench", |r| r.case == case && r.mode == "cold");
-        let lt = fastest(rows, "cublaslt", |r| r.case == case && r.mode == "cold");
+        let ours = fastest(rows, Provider::Roofbench, |r| {
+            r.case == case && r.mode == Some(Mode::Cold)
+        });
+        let lt = fastest(rows, Provider::CublasLt, |r| {
+            r.case == case && r.mode == Some(Mode::Cold)
+        });
         if let (Some(ours), Some(lt)) = (ours, lt) {
             let ratio = lt.median_us.unwrap_or(f64::NAN) / ours.median_us.unwrap_or(f64::NAN);
             out.push(Goal::new(
@@ -115,7 +122,7 @@ fn m_of(row: &ResultRow) -> usize {
 
 pub fn goals(rows: &[ResultRow]) -> Vec<Goal> {
     let mut out = Vec::new();
-    let gemm = |r: &ResultRow| is_gemm(r) && r.mode == "cold";
+    let gemm = |r: &ResultRow| is_gemm(r) && r.mode == Some(Mode::Cold);
     versus_cublaslt(
         rows,
         |r| {
@@ -128,7 +135,7 @@ pub fn goals(rows: &[ResultRow]) -> Vec<Goal> {
         "FP8 per-tensor",
         &mut out,
     );
-    if let Some(r) = fastest(rows, "roofbench", |r| {
+    if let Some(r) = fastest(rows, Provider::Roofbench, |r| {
         gemm(r) && r.case.starts_with("8192x8192x8192/") && r.dtype == "e4m3/block128"
     }) {
         let tflops = r.tflops.unwrap_or(f64::NAN);
@@ -157,7 +164,9 @@ pub fn goals(rows: &[ResultRow]) -> Vec<Goal> {
     // Decode GEMMs stream the weights: their bytes over the time against the copy bandwidth.
     let mut small: Vec<&ResultRow> = rows
         .iter()
-        .filter(|r| gemm(r) && r.provider == "roofbench" && (1..=16).contains(&m_of(r)))
+        .filter(|r| {
+            gemm(r) && r.provider == Some(Provider::Roofbench) && (1..=16).contains(&m_of(r))
+        })
         .filter(|r| timed(r).is_some() && r.pct_of_copy.is_some())
         .collect();
     small.sort_by(|a, b| a.case.cmp(&b.case));
@@ -192,18 +201,18 @@ mod tests {
     use crate::gemm::config::GemmConfig;
     use crate::suite::Case;
 
-    fn row(spec: &str, provider: &str, median_us: f64) -> ResultRow {
+    fn row(spec: &str, provider: Provider, median_us: f64) -> ResultRow {
         let c = GemmConfig::parse(spec).unwrap();
         let w = c.workload();
         ResultRow {
             suite: "gemm".into(),
             case: Case::name(&c),
-            kernel: format!("{provider} kernel"),
-            provider: provider.into(),
+            kernel: format!("{} kernel", provider.as_str()),
+            provider: Some(provider),
             dtype: Case::dtype(&c),
             params: Case::params(&c),
-            mode: "cold".into(),
-            status: "ok".into(),
+            mode: Some(Mode::Cold),
+            status: Status::Ok,
             median_us: Some(median_us),
             tflops: Some(w.tflops(median_us)),
             gbps: Some(w.gbps(median_us)),
@@ -215,12 +224,12 @@ mod tests {
     #[test]
     fn speedups_compare_with_the_same_shape_in_bf16() {
         let mut rows = vec![
-            row("shape=8192x8192x8192,fmt=bf16", "roofbench", 1500.0),
-            row("shape=8192x8192x8192,fmt=bf16", "cublaslt", 1440.0),
-            row("shape=8192x8192x8192,fmt=e4m3", "roofbench", 800.0),
-            row("shape=8192x8192x8192,fmt=e4m3", "cublaslt", 820.0),
+            row("shape=8192x8192x8192,fmt=bf16", Provider::Roofbench, 1500.0),
+            row("shape=8192x8192x8192,fmt=bf16", Provider::CublasLt, 1440.0),
+            row("shape=8192x8192x8192,fmt=e4m3", Provider::Roofbench, 800.0),
+            row("shape=8192x8192x8192,fmt=e4m3", Provider::CublasLt, 820.0),
             // Another shape: no BF16 rows, no speedups.
-            row("shape=4096x4096x4096,fmt=e4m3", "roofbench", 120.0),
+            row("shape=4096x4096x4096,fmt=e4m3", Provider::Roofbench, 120.0),
         ];
         assert!(annotate_speedups(&mut rows));
         assert_eq!(rows[2].speedup_vs_bf16, Some(1500.0 / 800.0));
@@ -232,24 +241,24 @@ mod tests {
     #[test]
     fn goals_are_ratios_of_the_run() {
         let rows = vec![
-            row("shape=8192x8192x8192,fmt=e4m3", "roofbench", 800.0),
-            row("shape=8192x8192x8192,fmt=e4m3", "cublaslt", 820.0),
+            row("shape=8192x8192x8192,fmt=e4m3", Provider::Roofbench, 800.0),
+            row("shape=8192x8192x8192,fmt=e4m3", Provider::CublasLt, 820.0),
             row(
                 "shape=8192x8192x8192,fmt=e4m3,scale=block128",
-                "roofbench",
+                Provider::Roofbench,
                 820.0,
             ),
             row(
                 "shape=8192x8192x8192,fmt=int8,scale=token",
-                "roofbench",
+                Provider::Roofbench,
                 1300.0,
             ),
             row(
                 "shape=8192x8192x8192,fmt=int8,scale=token",
-                "cublaslt",
+                Provider::CublasLt,
                 1265.0,
             ),
-            row("shape=16x28672x8192,fmt=e4m3", "roofbench", 100.0),
+            row("shape=16x28672x8192,fmt=e4m3", Provider::Roofbench, 100.0),
         ];
         let goals = goals(&rows);
         let find = |s: &str| goals.iter().find(|g| g.name.contains(s)).unwrap();

@@ -17,12 +17,12 @@ use rayon::prelude::*;
 
 use super::accuracy::{metrics, weights};
 use super::config::{GemmConfig, PathChoice};
-use super::paths::{self, Accumulation, GemmLaunch, Inputs, Operands};
+use super::paths::{self, Accumulation, Inputs, Operands};
 use super::quant::{round_bf16_f64, Operand, QuantFormat, Quantized, Scheme};
 use super::quant_gpu::quantize_to_device;
 use crate::gpu::cublaslt::{LtGemm, LtPrecision, LtScales, LtScaling};
 use crate::gpu::{Buffer, Gpu, GpuResult};
-use crate::suite::{AccuracyDelta, Check, Prepared, Provider, Variant};
+use crate::suite::{AccuracyDelta, Check, LaunchFn, Provider, Variant, Variants};
 
 /// BF16 NaN in both halves of a word: the poison of Y.
 const NAN_BF16_PAIR: u32 = 0x7fc0_7fc0;
@@ -68,16 +68,14 @@ fn dequantized_row(q: Option<&Quantized>, original: &[f32], r: usize, k: usize) 
     }
 }
 
-enum Runner {
-    Ours {
-        launch: Box<dyn GemmLaunch>,
-    },
-    CublasLt {
-        gemm: Box<LtGemm>,
-        /// INT8 GEMMs return the raw i32 dot products of the codes (no dequantizing epilogue).
-        int32_out: bool,
-    },
-    Unavailable,
+/// Where a variant writes Y and how it rounds, for its verification.
+#[derive(Debug, Clone, Copy)]
+enum Output {
+    /// Our kernels: Y in bf16, accumulated as the kernel says.
+    Ours(Accumulation),
+    /// cuBLASLt's D: bf16, or for INT8 the raw i32 dot products of the codes (no dequantizing
+    /// epilogue).
+    CublasLt { int32_out: bool },
 }
 
 pub struct PreparedGemm {
@@ -91,8 +89,6 @@ pub struct PreparedGemm {
     bias: Option<Buffer<u16>>,
     /// cuBLASLt's D (bf16 or i32), with the guard band.
     lt_out: Option<Buffer<u8>>,
-    variants: Vec<Variant>,
-    runners: Vec<Runner>,
 }
 
 fn bf16_bits(v: &[f32]) -> Vec<u16> {
@@ -148,7 +144,8 @@ fn cublaslt_mapping(c: &GemmConfig) -> std::result::Result<(LtPrecision, LtScali
 }
 
 impl PreparedGemm {
-    pub fn new(gpu: &Gpu, c: &GemmConfig) -> Result<PreparedGemm> {
+    /// Inputs quantized on the GPU; our kernels (one variant per path chosen) and cuBLASLt.
+    pub fn prepare(gpu: &Gpu, c: &GemmConfig) -> Result<Variants<PreparedGemm>> {
         let (m, n, k) = (c.shape.m, c.shape.n, c.shape.k);
         let mut rng = rand::rng();
         let x = c.data.activations(m, k, rng.random());
@@ -197,8 +194,7 @@ impl PreparedGemm {
         let y = gpu.alloc::<u16>((m * n + GUARD).next_multiple_of(2))?;
         let host = HostOperands { x, w, xq, wq, bias };
 
-        let mut variants = Vec::new();
-        let mut runners = Vec::new();
+        let mut variants: Vec<Variant<PreparedGemm>> = Vec::new();
         let arch = gpu.info().compute_capability;
         let problem = c.problem();
         // `all`: every path that takes the problem (one row with every reason if none does).
@@ -226,24 +222,18 @@ impl PreparedGemm {
                 path.prepare(gpu, &problem)
                     .map_err(|e| format!("{}: {e:#}", path.name()))
             });
-            match prepared {
-                Ok(launch) => {
-                    variants.push(Variant {
-                        kernel: launch.describe(),
-                        provider: Provider::Roofbench,
-                        unavailable: None,
-                    });
-                    runners.push(Runner::Ours { launch });
+            variants.push(match prepared {
+                Ok(mut launch) => {
+                    let output = Output::Ours(launch.accumulation());
+                    Variant::new(
+                        launch.describe(),
+                        Provider::Roofbench,
+                        move |s: &mut PreparedGemm, gpu| launch.enqueue(gpu, &s.operands()),
+                        move |s, gpu, run| s.verify(gpu, run, output),
+                    )
                 }
-                Err(why) => {
-                    variants.push(Variant {
-                        kernel: name.into(),
-                        provider: Provider::Roofbench,
-                        unavailable: Some(why),
-                    });
-                    runners.push(Runner::Unavailable);
-                }
-            }
+                Err(why) => Variant::unavailable(name, Provider::Roofbench, why),
+            });
         }
 
         let mut lt_out = None;
@@ -263,32 +253,23 @@ impl PreparedGemm {
                     .map_err(|e| e.to_string())?;
                 Ok((precision, gemm))
             });
-            match planned {
-                Ok((precision, gemm)) => {
+            variants.push(match planned {
+                Ok((precision, mut gemm)) => {
                     let int32_out = precision == LtPrecision::Int8;
                     let elem = if int32_out { 4 } else { 2 };
                     lt_out = Some(gpu.alloc::<u8>(((m * n + GUARD) * elem).next_multiple_of(4))?);
-                    variants.push(Variant {
-                        kernel: format!("cublasLt {precision}"),
-                        provider: Provider::CublasLt,
-                        unavailable: None,
-                    });
-                    runners.push(Runner::CublasLt {
-                        gemm: Box::new(gemm),
-                        int32_out,
-                    });
+                    let output = Output::CublasLt { int32_out };
+                    Variant::new(
+                        format!("cublasLt {precision}"),
+                        Provider::CublasLt,
+                        move |s: &mut PreparedGemm, gpu| s.run_cublaslt(gpu, &mut gemm),
+                        move |s, gpu, run| s.verify(gpu, run, output),
+                    )
                 }
-                Err(why) => {
-                    variants.push(Variant {
-                        kernel: "cublasLt".into(),
-                        provider: Provider::CublasLt,
-                        unavailable: Some(why),
-                    });
-                    runners.push(Runner::Unavailable);
-                }
-            }
+                Err(why) => Variant::unavailable("cublasLt", Provider::CublasLt, why),
+            });
         }
-        Ok(PreparedGemm {
+        let state = PreparedGemm {
             config: c.clone(),
             host,
             x: xd,
@@ -298,33 +279,28 @@ impl PreparedGemm {
             scale_w,
             bias: bias_d,
             lt_out,
-            variants,
-            runners,
-        })
+        };
+        Ok(Variants::new(state, variants))
     }
 
-    fn enqueue(&mut self, gpu: &Gpu, variant: usize) -> GpuResult<()> {
-        let operands = Operands {
+    /// What our kernels read and write.
+    fn operands(&self) -> Operands<'_> {
+        Operands {
             x: &self.x,
             w: &self.w,
             y: &self.y,
             scale_x: self.scale_x.as_ref(),
             scale_w: self.scale_w.as_ref(),
             bias: self.bias.as_ref(),
-        };
-        match &mut self.runners[variant] {
-            Runner::Ours { launch } => launch.enqueue(gpu, &operands),
-            Runner::CublasLt { gemm, .. } => {
-                let out = self
-                    .lt_out
-                    .as_mut()
-                    .expect("cuBLASLt output allocated with its plan");
-                gemm.run_with_bias(gpu, &self.w, &self.x, out, self.bias.as_ref())
-            }
-            Runner::Unavailable => Err(crate::gpu::GpuError::InvalidArgument(format!(
-                "variant {variant} is unavailable"
-            ))),
         }
+    }
+
+    fn run_cublaslt(&mut self, gpu: &Gpu, gemm: &mut LtGemm) -> GpuResult<()> {
+        let out = self
+            .lt_out
+            .as_mut()
+            .expect("cuBLASLt output allocated with its plan");
+        gemm.run_with_bias(gpu, &self.w, &self.x, out, self.bias.as_ref())
     }
 
     /// Rows and columns of Y to check: all of a small problem; else the first and last, the
@@ -365,27 +341,17 @@ struct Expected {
     codes_dot: Option<i64>,
 }
 
-impl Prepared for PreparedGemm {
-    fn variants(&self) -> &[Variant] {
-        &self.variants
-    }
-
-    fn launch(&mut self, gpu: &Gpu, variant: usize) -> GpuResult<()> {
-        self.enqueue(gpu, variant)
-    }
-
-    fn verify(&mut self, gpu: &Gpu, variant: usize) -> Result<Check> {
+impl PreparedGemm {
+    fn verify(&mut self, gpu: &Gpu, launch: &mut LaunchFn<Self>, output: Output) -> Result<Check> {
         let (m, n, k) = (
             self.config.shape.m,
             self.config.shape.n,
             self.config.shape.k,
         );
-        let (accumulation, int32_out) = match &self.runners[variant] {
-            Runner::Ours { launch } => (launch.accumulation(), false),
-            Runner::CublasLt { int32_out, .. } => (Accumulation::F32, *int32_out),
-            Runner::Unavailable => anyhow::bail!("variant {variant} is unavailable"),
+        let (accumulation, int32_out, lt) = match output {
+            Output::Ours(accumulation) => (accumulation, false, false),
+            Output::CublasLt { int32_out } => (Accumulation::F32, int32_out, true),
         };
-        let lt = matches!(self.runners[variant], Runner::CublasLt { .. });
         if lt {
             let out = self.lt_out.as_mut().context("cuBLASLt output")?;
             gpu.memset_u32(
@@ -399,7 +365,7 @@ impl Prepared for PreparedGemm {
         } else {
             gpu.memset_u32(&mut self.y, NAN_BF16_PAIR)?;
         }
-        self.enqueue(gpu, variant)?;
+        launch(self, gpu)?;
         gpu.synchronize()?;
         // Y as f64 values (i32 for cuBLASLt INT8), with the guard band.
         // Y as downloaded (bf16 bits, or cuBLASLt's bytes), read element by element: a Y of

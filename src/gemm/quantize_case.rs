@@ -10,7 +10,7 @@ use super::config::GemmConfig;
 use super::quant::{quantize, Operand};
 use super::quant_gpu::GpuQuantizer;
 use crate::gpu::{Buffer, Gpu, GpuResult};
-use crate::suite::{Check, Prepared, Provider, Variant};
+use crate::suite::{Check, LaunchFn, Provider, Variant, Variants};
 
 pub struct PreparedQuantize {
     quantizer: GpuQuantizer,
@@ -19,7 +19,6 @@ pub struct PreparedQuantize {
     data: Buffer<u8>,
     scales: Buffer<f32>,
     scratch: Buffer<f32>,
-    variants: Vec<Variant>,
 }
 
 /// Device bytes of a quantization case.
@@ -29,7 +28,8 @@ pub fn device_bytes(c: &GemmConfig, role: Operand) -> u64 {
 }
 
 impl PreparedQuantize {
-    pub fn new(gpu: &Gpu, c: &GemmConfig, role: Operand) -> Result<PreparedQuantize> {
+    /// One operand's BF16 values; one variant, the GPU quantizer's kernels.
+    pub fn prepare(gpu: &Gpu, c: &GemmConfig, role: Operand) -> Result<Variants<PreparedQuantize>> {
         let (rows, cols) = c.quantized_operand(role);
         let format = c.inputs.format().expect("validated: a quantized format");
         let scheme = c.scheme.expect("validated: a scheme");
@@ -43,29 +43,24 @@ impl PreparedQuantize {
             .iter()
             .map(|&v| half::bf16::from_f32(v).to_bits())
             .collect();
-        let variants = vec![Variant {
-            kernel: quantizer.kernels().join(" + "),
-            provider: Provider::Roofbench,
-            unavailable: None,
-        }];
-        Ok(PreparedQuantize {
+        let variant = Variant::new(
+            quantizer.kernels().join(" + "),
+            Provider::Roofbench,
+            |s: &mut PreparedQuantize, gpu| s.launch(gpu),
+            PreparedQuantize::verify,
+        );
+        let state = PreparedQuantize {
             input: gpu.upload(&bits)?,
             data: gpu.alloc(quantizer.data_len().max(1))?,
             scales: gpu.alloc(quantizer.scales_len().max(1))?,
             scratch: gpu.alloc(quantizer.scratch_len().max(1))?,
             quantizer,
             values,
-            variants,
-        })
-    }
-}
-
-impl Prepared for PreparedQuantize {
-    fn variants(&self) -> &[Variant] {
-        &self.variants
+        };
+        Ok(Variants::new(state, vec![variant]))
     }
 
-    fn launch(&mut self, gpu: &Gpu, _variant: usize) -> GpuResult<()> {
+    fn launch(&mut self, gpu: &Gpu) -> GpuResult<()> {
         self.quantizer
             .enqueue(
                 gpu,
@@ -79,10 +74,10 @@ impl Prepared for PreparedQuantize {
 
     /// Codes poisoned with 0xff (NaN in E4M3 and E5M2, -1 in INT8) and scales with NaN, so an
     /// unwritten element fails; then every code and scale must equal the CPU quantizer's.
-    fn verify(&mut self, gpu: &Gpu, variant: usize) -> Result<Check> {
+    fn verify(&mut self, gpu: &Gpu, launch: &mut LaunchFn<Self>) -> Result<Check> {
         gpu.memset_u32(&mut self.data, 0xffff_ffff)?;
         gpu.memset_u32(&mut self.scales, 0x7fc0_0000)?;
-        self.launch(gpu, variant)?;
+        launch(self, gpu)?;
         gpu.synchronize()?;
         let q = &self.quantizer;
         let want = quantize(&self.values, q.rows, q.cols, q.role, q.format, q.scheme);

@@ -10,6 +10,7 @@ use crate::gpu::{DeviceInfo, Gpu};
 use crate::measure::Mode;
 use crate::report::ResultRow;
 use crate::roofline::Workload;
+use crate::suite::spec::Grammar;
 use crate::suite::{Case, Goal, Prepared, Suite};
 
 impl Case for GemmConfig {
@@ -60,8 +61,8 @@ impl Case for GemmConfig {
 
     fn prepare(&self, gpu: &Gpu) -> Result<Box<dyn Prepared>> {
         Ok(match self.op {
-            Op::Gemm => Box::new(PreparedGemm::new(gpu, self)?),
-            Op::Quantize(role) => Box::new(PreparedQuantize::new(gpu, self, role)?),
+            Op::Gemm => Box::new(PreparedGemm::prepare(gpu, self)?),
+            Op::Quantize(role) => Box::new(PreparedQuantize::prepare(gpu, self, role)?),
         })
     }
 }
@@ -220,11 +221,8 @@ impl Suite for GemmSuite {
         names
     }
 
-    fn case_syntax(&self) -> &'static str {
-        "key=value,... with shape=MxNxK|<model shape> m=TOKENS fmt=bf16|e4m3|e5m2|int8 \
-         scale=tensor|token|block128 act=bf16 (weight-only) bias=0|1 data=gaussian|outliers \
-         path=auto|all|stream|wgmma|wgmma-promoted|mma|simt lt=0|1 op=gemm|quantize-x|quantize-w, \
-         e.g. shape=llama3-70b-qkv,m=2048,fmt=e4m3,scale=block128"
+    fn grammar(&self) -> Grammar {
+        super::config::grammar()
     }
 
     fn default_cases(&self, quick: bool) -> Vec<Box<dyn Case>> {
@@ -251,6 +249,33 @@ impl Suite for GemmSuite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_case_grammar_holds() {
+        crate::suite::spec::testing::check_grammar(&GemmSuite);
+    }
+
+    #[test]
+    fn specs_make_the_cases_they_made_before_the_grammar() {
+        crate::suite::spec::testing::assert_same_cases(
+            &GemmSuite,
+            &[
+            ("shape=8192x8192x8192", "8192x8192x8192/e4m3/per-tensor", "m=8192 n=8192 k=8192 inputs=e4m3 scale=per-tensor bias=false data=gaussian path=auto op=gemm"),
+            ("shape=llama3-70b-qkv,m=16,fmt=e4m3,act=bf16", "llama3-70b-qkv@16/we4m3-abf16/per-token-channel", "m=16 n=10240 k=8192 inputs=we4m3-abf16 scale=per-token-channel bias=false data=gaussian path=auto op=gemm"),
+            ("shape=llama3-8b-down", "llama3-8b-down@128/e4m3/per-tensor", "m=128 n=4096 k=14336 inputs=e4m3 scale=per-tensor bias=false data=gaussian path=auto op=gemm"),
+            ("shape=7x200x80,fmt=bf16,bias=1,path=all", "7x200x80/bf16+bias+all", "m=7 n=200 k=80 inputs=bf16 scale=none bias=true data=gaussian path=all op=gemm"),
+            ("shape=64x128x256,fmt=int8,scale=token", "64x128x256/int8/per-token-channel", "m=64 n=128 k=256 inputs=int8 scale=per-token-channel bias=false data=gaussian path=auto op=gemm"),
+            ("shape=4x256x384,fmt=e4m3,scale=block128,act=bf16,bias=true", "4x256x384/we4m3-abf16/block128+bias", "m=4 n=256 k=384 inputs=we4m3-abf16 scale=block128 bias=true data=gaussian path=auto op=gemm"),
+            ("shape=100x1x300,fmt=e5m2,scale=block128,op=quantize-x", "quantize-x/100x1x300/e5m2/block128", "m=100 n=1 k=300 inputs=e5m2 scale=block128 bias=false data=gaussian path=auto op=quantize-x"),
+            ("shape=100x1x300,fmt=s8,scale=per-channel,op=quantize-w", "quantize-w/100x1x300/int8/per-token-channel", "m=100 n=1 k=300 inputs=int8 scale=per-token-channel bias=false data=gaussian path=auto op=quantize-w"),
+            ("shape=16X4096X4096,fmt=INT8,act=BF16,data=outliers,lt=0,path=simt", "16X4096X4096/wint8-abf16/per-token-channel+outliers+simt", "m=16 n=4096 k=4096 inputs=wint8-abf16 scale=per-token-channel bias=false data=outliers path=simt op=gemm"),
+            ("shape = 8x8x16 , fmt = bf16", "8x8x16/bf16", "m=8 n=8 k=16 inputs=bf16 scale=none bias=false data=gaussian path=auto op=gemm"),
+            ("shape=8x8x16,act=quantized,cublaslt=no,bias=off", "8x8x16/e4m3/per-tensor", "m=8 n=8 k=16 inputs=e4m3 scale=per-tensor bias=false data=gaussian path=auto op=gemm"),
+            ("shape=8x8x16,path=mma,scale=block", "8x8x16/e4m3/block128+mma", "m=8 n=8 k=16 inputs=e4m3 scale=block128 bias=false data=gaussian path=mma op=gemm"),
+            ("shape=deepseek-v3-kv-b,m=1,fmt=e4m3,scale=block-128,data=Outliers", "deepseek-v3-kv-b@1/e4m3/block128+outliers", "m=1 n=32768 k=512 inputs=e4m3 scale=block128 bias=false data=outliers path=auto op=gemm"),
+            ],
+        );
+    }
 
     #[test]
     fn every_built_in_case_parses_and_names_are_unique() {

@@ -10,11 +10,14 @@ use crate::attention::{AttentionConfig, Lengths};
 use crate::numeric::Element;
 use crate::roofline::Precision;
 use crate::roofline::{DataPath, Workload};
+use crate::suite::spec::{Absent, Grammar, Key, Value};
 
 /// Query rows of a score pass: rows x group must fit the score kernels' 1024 staged rows.
 pub const MAX_OBSERVATION: usize = 64;
 /// Largest budget the select kernel is specified for (tokens per sequence and kv head).
 pub const MAX_BUDGET: usize = 65_536;
+/// The batch of an eviction case's cache when `b=` is not given.
+const DEFAULT_BATCH: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -112,7 +115,7 @@ impl Default for EvictConfig {
         EvictConfig {
             op: Op::Evict,
             cache: AttentionConfig {
-                batch: 32,
+                batch: DEFAULT_BATCH,
                 ..AttentionConfig::default()
             },
             policy: Policy::H2o,
@@ -361,47 +364,108 @@ impl EvictConfig {
         Ok(())
     }
 
-    /// Parses `key=value` pairs; the eviction keys are taken here, the rest describe the cache.
+    /// Parses `key=value` pairs (see [`keys`]): the eviction keys, and the attention suite's
+    /// keys for the cache.
     pub fn parse(spec: &str) -> Result<EvictConfig> {
-        let mut c = EvictConfig::default();
-        let mut cache_keys = vec!["b=32".to_string()];
-        for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (key, value) = pair
-                .split_once('=')
-                .with_context(|| format!("`{pair}` is not key=value"))?;
-            let int = || {
-                value
-                    .parse::<usize>()
-                    .with_context(|| format!("{key}={value}: not a whole number"))
-            };
-            match key {
-                "op" => c.op = Op::parse(value)?,
-                "policy" => {
-                    c.policy = Policy::parse(value).with_context(|| {
-                        let names: Vec<_> = Policy::ALL.iter().map(|p| p.name()).collect();
-                        format!("policy={value}: one of {}", names.join(", "))
-                    })?
-                }
-                "budget" => c.budget = Budget::parse(value)?,
-                "obs" => c.observation = int()?,
-                "blocks" => c.blocks = int()?,
-                "sinks" => c.sinks = Some(int()?),
-                "recent" => c.recent = Some(int()?),
-                "pool" => c.pool_kernel = Some(int()?),
-                "scores" => {
-                    c.scores = match value {
-                        "random" => ScoreData::Random,
-                        "equal" => ScoreData::Equal,
-                        "ties" => ScoreData::Ties,
-                        _ => bail!("scores={value}: random, equal or ties"),
-                    }
-                }
-                _ => cache_keys.push(pair.to_string()),
-            }
-        }
-        c.cache = AttentionConfig::parse(&cache_keys.join(","))?;
+        let grammar = grammar();
+        let spec = grammar.parse(spec)?;
+        let d = EvictConfig::default();
+        let c = EvictConfig {
+            op: spec.one_of("op")?.map_or(Ok(d.op), Op::parse)?,
+            policy: spec.parse("policy", Policy::parse)?.unwrap_or(d.policy),
+            budget: spec.parse("budget", Budget::parse)?.unwrap_or(d.budget),
+            observation: spec.int("obs")?.unwrap_or(d.observation),
+            blocks: spec.int("blocks")?.unwrap_or(d.blocks),
+            sinks: spec.int("sinks")?,
+            recent: spec.int("recent")?,
+            pool_kernel: spec.int("pool")?,
+            scores: match spec.one_of("scores")? {
+                Some("equal") => ScoreData::Equal,
+                Some("ties") => ScoreData::Ties,
+                _ => d.scores,
+            },
+            cache: AttentionConfig::from_spec(&spec, d.cache)?,
+        };
         c.validate()?;
         Ok(c)
+    }
+}
+
+/// The eviction keys, then the attention suite's cache keys (with this suite's larger default
+/// batch).
+pub fn keys() -> Vec<Key> {
+    let mut keys = vec![
+        Key::new(
+            "op",
+            Value::Names(|| Op::ALL.iter().map(|o| o.name()).collect()),
+            Absent::Value("evict"),
+            "the step timed; decode ops are attention cases on the full or the compacted cache",
+        ),
+        Key::new(
+            "policy",
+            Value::Names(|| Policy::ALL.iter().map(|p| p.name()).collect()),
+            Absent::Value("h2o"),
+            "what decides the kept tokens",
+        ),
+        Key::new(
+            "budget",
+            Value::Text("25%|0.25|TOKENS"),
+            Absent::Value("25%"),
+            "tokens kept per sequence and kv head",
+        ),
+        Key::new(
+            "obs",
+            Value::Int,
+            Absent::Value("32"),
+            "SnapKV's observation window: the query rows scored",
+        ),
+        Key::new(
+            "blocks",
+            Value::Int,
+            Absent::Value("1024"),
+            "blocks moved by swap-out, swap-in, cow",
+        ),
+        Key::new(
+            "sinks",
+            Value::Int,
+            Absent::Note("the policy's"),
+            "first tokens always kept",
+        ),
+        Key::new(
+            "recent",
+            Value::Int,
+            Absent::Note("the policy's"),
+            "newest tokens always kept",
+        ),
+        Key::new(
+            "pool",
+            Value::Int,
+            Absent::Note("the policy's"),
+            "SnapKV's max-pool width, odd",
+        ),
+        Key::new(
+            "scores",
+            Value::OneOf(&["random", "equal", "ties"]),
+            Absent::Value("random"),
+            "the scores a stand-alone select ranks",
+        ),
+    ];
+    keys.extend(
+        crate::attention::config::keys()
+            .into_iter()
+            .map(|k| match k.name {
+                "b" => k.absent(Absent::Value("32")),
+                _ => k,
+            }),
+    );
+    keys
+}
+
+pub fn grammar() -> Grammar {
+    Grammar {
+        keys: keys(),
+        example: "op=evict,policy=snapkv,budget=10%,b=8,ctx=32768",
+        shorthand: None,
     }
 }
 

@@ -3,7 +3,8 @@
 //! the ideal budget share of the full-cache time.
 
 use super::config::EvictConfig;
-use crate::report::ResultRow;
+use crate::measure::Mode;
+use crate::report::{Provider, ResultRow, Status};
 use crate::suite::Goal;
 
 /// The goal shape of the issue: B = 32, context 4096 (32/8 heads, d128, bf16, page 16).
@@ -17,12 +18,15 @@ fn name_of(spec: &str) -> String {
     }
 }
 
+/// A cold, verified row of our kernels.
+fn cold_ok(r: &ResultRow) -> bool {
+    r.mode == Some(Mode::Cold) && r.status == Status::Ok && r.provider == Some(Provider::Roofbench)
+}
+
 /// The median of the cold, verified, roofbench row of a case.
 fn median(rows: &[ResultRow], case: &str) -> Option<f64> {
     rows.iter()
-        .find(|r| {
-            r.case == case && r.mode == "cold" && r.status == "ok" && r.provider == "roofbench"
-        })
+        .find(|r| r.case == case && cold_ok(r))
         .and_then(|r| r.median_us)
 }
 
@@ -60,9 +64,7 @@ pub fn goals(rows: &[ResultRow]) -> Vec<Goal> {
             }
         }
     }
-    let cold_ok =
-        |r: &&ResultRow| r.mode == "cold" && r.status == "ok" && r.provider == "roofbench";
-    for r in rows.iter().filter(cold_ok) {
+    for r in rows.iter().filter(|r| cold_ok(r)) {
         if r.case.starts_with("compact/") {
             if let Some(pct) = r.pct_of_copy {
                 out.push(Goal::new(
@@ -102,9 +104,9 @@ mod tests {
     fn row(case: &str, median_us: f64) -> ResultRow {
         ResultRow {
             case: case.into(),
-            mode: "cold".into(),
-            status: "ok".into(),
-            provider: "roofbench".into(),
+            mode: Some(Mode::Cold),
+            status: Status::Ok,
+            provider: Some(Provider::Roofbench),
             median_us: Some(median_us),
             ..ResultRow::default()
         }

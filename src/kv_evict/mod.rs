@@ -21,6 +21,7 @@ pub use config::{EvictConfig, Op};
 use crate::gpu::{DeviceInfo, Gpu};
 use crate::measure::Mode;
 use crate::roofline::Workload;
+use crate::suite::spec::Grammar;
 use crate::suite::{Case, Prepared, Suite};
 
 impl Case for EvictConfig {
@@ -73,9 +74,9 @@ impl Case for EvictConfig {
 
     fn prepare(&self, gpu: &Gpu) -> Result<Box<dyn Prepared>> {
         Ok(if self.op.moves_blocks() {
-            Box::new(page_moves::PreparedPageMoves::new(gpu, self)?)
+            Box::new(page_moves::PreparedPageMoves::prepare(gpu, self)?)
         } else {
-            Box::new(prepared::PreparedEviction::new(gpu, self)?)
+            Box::new(prepared::PreparedEviction::prepare(gpu, self)?)
         })
     }
 }
@@ -109,11 +110,8 @@ impl Suite for KvEvictSuite {
         prepared::all_kernel_names()
     }
 
-    fn case_syntax(&self) -> &'static str {
-        "key=value,... with op=score|select|compact|evict|swap-out|swap-in|cow|decode|decode-compacted \
-         policy=h2o|tova|snapkv|streaming-llm|recent|random budget=25%|0.25|TOKENS obs=N (SnapKV window) \
-         sinks=N recent=N pool=ODD blocks=N scores=random|equal|ties, and the attention cache keys \
-         b= ctx=|lens= heads=Q/KV d= p= kv= q= scale=, e.g. op=evict,policy=snapkv,budget=10%,b=8,ctx=32768"
+    fn grammar(&self) -> Grammar {
+        config::grammar()
     }
 
     /// The goal shape (B=32, context 4096, 32/8 heads, d128, 25% budget) for every step and
@@ -149,9 +147,7 @@ impl Suite for KvEvictSuite {
                 specs.push(format!("{shape},op=evict,policy=h2o"));
                 specs.push(format!("{shape},op=decode"));
             }
-            specs.push(format!(
-                "{base},op=select,policy=h2o,budget=65536,b=2,ctx=131072"
-            ));
+            specs.push("b=2,ctx=131072,op=select,policy=h2o,budget=65536".into());
             specs.push("op=swap-out,blocks=8192".into());
             specs.push("op=swap-in,blocks=8192".into());
         }
@@ -220,5 +216,42 @@ impl Suite for KvEvictSuite {
 
     fn goals(&self, rows: &[crate::report::ResultRow]) -> Vec<crate::suite::Goal> {
         goals::goals(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_case_grammar_holds() {
+        crate::suite::spec::testing::check_grammar(&KvEvictSuite);
+    }
+
+    #[test]
+    fn specs_make_the_cases_they_made_before_the_grammar() {
+        crate::suite::spec::testing::assert_same_cases(
+            &KvEvictSuite,
+            &[
+            ("", "evict/h2o-25%/b32-ctx4096-h32/8-d128-p16-kvbf16", "op=evict policy=h2o budget=25% batch=32 q_heads=32 kv_heads=8 head_dim=128 page_size=16 lens=Uniform(4096) observation=32 blocks=1024"),
+            ("op=score,policy=snapkv,obs=16,b=4,ctx=1000,kv=e4m3", "score/snapkv-25%-obs16/b4-ctx1000-h32/8-d128-p16-kve4m3", "op=score policy=snapkv budget=25% batch=4 q_heads=32 kv_heads=8 head_dim=128 page_size=16 lens=Uniform(1000) observation=16 blocks=1024"),
+            ("op=select,policy=streaming-llm,sinks=20,budget=24,lens=1:15:16", "select/streaming-llm-24-sinks20/b3-ctx1:15:16-h32/8-d128-p16-kvbf16", "op=select policy=streaming-llm budget=24 batch=3 q_heads=32 kv_heads=8 head_dim=128 page_size=16 lens=Explicit([1, 15, 16]) observation=32 blocks=1024"),
+            ("op=select,policy=StreamingLLM,budget=24,lens=1:15:16", "select/streaming-llm-24/b3-ctx1:15:16-h32/8-d128-p16-kvbf16", "op=select policy=streaming-llm budget=24 batch=3 q_heads=32 kv_heads=8 head_dim=128 page_size=16 lens=Explicit([1, 15, 16]) observation=32 blocks=1024"),
+            ("op=select,policy=streaming,budget=24,lens=1:15:16", "select/streaming-llm-24/b3-ctx1:15:16-h32/8-d128-p16-kvbf16", "op=select policy=streaming-llm budget=24 batch=3 q_heads=32 kv_heads=8 head_dim=128 page_size=16 lens=Explicit([1, 15, 16]) observation=32 blocks=1024"),
+            ("op=compact,policy=random,budget=0.37,b=2,ctx=1000,heads=8/2,d=64", "compact/random-37%/b2-ctx1000-h8/2-d64-p16-kvbf16", "op=compact policy=random budget=37% batch=2 q_heads=8 kv_heads=2 head_dim=64 page_size=16 lens=Uniform(1000) observation=32 blocks=1024"),
+            ("op=evict,policy=h2o,budget=10%,recent=3000,pool=5", "evict/h2o-10%-recent3000-pool5/b32-ctx4096-h32/8-d128-p16-kvbf16", "op=evict policy=h2o budget=10% batch=32 q_heads=32 kv_heads=8 head_dim=128 page_size=16 lens=Uniform(4096) observation=32 blocks=1024"),
+            ("op=swap-out,blocks=37,heads=8/2,d=64,p=16", "swap-out/37blk/p16-kvh2-d64-kvbf16", "op=swap-out policy=h2o budget=25% batch=32 q_heads=8 kv_heads=2 head_dim=64 page_size=16 lens=Uniform(4096) observation=32 blocks=37"),
+            ("op=swap-in,blocks=3,heads=8/1,d=128,p=1,kv=e4m3", "swap-in/3blk/p1-kvh1-d128-kve4m3", "op=swap-in policy=h2o budget=25% batch=32 q_heads=8 kv_heads=1 head_dim=128 page_size=1 lens=Uniform(4096) observation=32 blocks=3"),
+            ("op=cow,blocks=3,heads=8/1,d=128,p=1,kv=e4m3", "cow/3blk/p1-kvh1-d128-kve4m3", "op=cow policy=h2o budget=25% batch=32 q_heads=8 kv_heads=1 head_dim=128 page_size=1 lens=Uniform(4096) observation=32 blocks=3"),
+            ("op=decode-compacted,lens=100:7,budget=10%", "b2-ctx10:1-h32/8-d128-p16-kvbf16", "batch=2 q_heads=32 kv_heads=8 head_dim=128 page_size=16 q_len=1 lens=Explicit([10, 1]) window=0 softcap=0 per_head_scales=false contiguous=false splits=auto"),
+            ("op=decode,b=8,ctx=32768", "b8-ctx32768-h32/8-d128-p16-kvbf16", "batch=8 q_heads=32 kv_heads=8 head_dim=128 page_size=16 q_len=1 lens=Uniform(32768) window=0 softcap=0 per_head_scales=false contiguous=false splits=auto"),
+            ("op=select,scores=ties,policy=tova", "select/tova-25%-ties/b32-ctx4096-h32/8-d128-p16-kvbf16", "op=select policy=tova budget=25% batch=32 q_heads=32 kv_heads=8 head_dim=128 page_size=16 lens=Uniform(4096) observation=32 blocks=1024"),
+            ("op=select,scores=equal,policy=snapkv,obs=4,pool=5,lens=1:15:16:17:300:2049,heads=8/2,d=64", "select/snapkv-25%-obs4-pool5-equal/b6-ctx1:15:16:17:300:2049-h8/2-d64-p16-kvbf16", "op=select policy=snapkv budget=25% batch=6 q_heads=8 kv_heads=2 head_dim=64 page_size=16 lens=Explicit([1, 15, 16, 17, 300, 2049]) observation=4 blocks=1024"),
+            ("batch=4,op=evict,policy=tova,budget=100", "evict/tova-100/b4-ctx4096-h32/8-d128-p16-kvbf16", "op=evict policy=tova budget=100 batch=4 q_heads=32 kv_heads=8 head_dim=128 page_size=16 lens=Uniform(4096) observation=32 blocks=1024"),
+            ("b=4,scale=head,kv=e4m3,q=fp16,page=32,head_dim=64", "evict/h2o-25%/b4-ctx4096-h32/8-d64-p32-kve4m3-qfp16-headscale", "op=evict policy=h2o budget=25% batch=4 q_heads=32 kv_heads=8 head_dim=64 page_size=32 lens=Uniform(4096) observation=32 blocks=1024"),
+            ("op=decode,b=2,ctx=3000,splits=5,data=index", "b2-ctx3000-h32/8-d128-p16-kvbf16-s5-indexdata", "batch=2 q_heads=32 kv_heads=8 head_dim=128 page_size=16 q_len=1 lens=Uniform(3000) window=0 softcap=0 per_head_scales=false contiguous=false splits=5"),
+            ("op=evict,policy=TOVA,budget=50 %", "evict/tova-50%/b32-ctx4096-h32/8-d128-p16-kvbf16", "op=evict policy=tova budget=50% batch=32 q_heads=32 kv_heads=8 head_dim=128 page_size=16 lens=Uniform(4096) observation=32 blocks=1024"),
+            ],
+        );
     }
 }

@@ -9,7 +9,7 @@ use rand::Rng;
 
 use super::config::{EvictConfig, Op};
 use crate::gpu::{Buffer, CopyDirection, Gpu, GpuResult, Kernel, PinnedHost};
-use crate::suite::{Check, Prepared, Provider, Variant};
+use crate::suite::{Check, LaunchFn, Provider, Variant, Variants};
 
 const COPY_PAGES_BLOCK: u32 = 256;
 const POISON_BYTE: u8 = 0xFF;
@@ -41,8 +41,6 @@ pub struct PreparedPageMoves {
     host_v_address: u64,
     pages_d: Buffer<i32>,
     cow_targets_d: Buffer<i32>,
-    kernel: Option<Kernel>,
-    variants: Vec<Variant>,
 }
 
 fn random_bytes(n: usize, rng: &mut impl Rng) -> Vec<u8> {
@@ -52,7 +50,8 @@ fn random_bytes(n: usize, rng: &mut impl Rng) -> Vec<u8> {
 }
 
 impl PreparedPageMoves {
-    pub fn new(gpu: &Gpu, c: &EvictConfig) -> Result<PreparedPageMoves> {
+    /// Our gather/scatter kernel, and for swaps the driver's per-block copies beside it.
+    pub fn prepare(gpu: &Gpu, c: &EvictConfig) -> Result<Variants<PreparedPageMoves>> {
         c.validate()?;
         ensure!(c.op.moves_blocks(), "{} does not move blocks", c.op.name());
         let mut rng = rand::rng();
@@ -94,27 +93,28 @@ impl PreparedPageMoves {
             pages,
             cow_targets,
             page_bytes,
-            kernel: None,
-            variants: Vec::new(),
             c: c.clone(),
         };
         prepared.reset_host()?;
-        let kernel = gpu.kernel("kv_copy_pages");
-        prepared.variants.push(Variant {
-            kernel: "kv_copy_pages".into(),
-            provider: Provider::Roofbench,
-            unavailable: kernel.as_ref().err().map(|e| e.to_string()),
-        });
-        prepared.kernel = kernel.ok();
+        let mut variants = vec![match gpu.kernel("kv_copy_pages") {
+            Ok(kernel) => Variant::new(
+                "kv_copy_pages",
+                Provider::Roofbench,
+                move |s: &mut PreparedPageMoves, gpu| s.launch_kernel(gpu, &kernel),
+                PreparedPageMoves::verify,
+            ),
+            Err(e) => Variant::unavailable("kv_copy_pages", Provider::Roofbench, e.to_string()),
+        }];
         if c.op != Op::CopyOnWrite {
-            prepared.variants.push(Variant {
-                kernel: "cuMemcpyAsync per block".into(),
-                provider: Provider::Driver,
-                unavailable: None,
-            });
+            variants.push(Variant::new(
+                "cuMemcpyAsync per block",
+                Provider::Driver,
+                |s: &mut PreparedPageMoves, gpu| s.launch_driver(gpu),
+                PreparedPageMoves::verify,
+            ));
         }
         gpu.synchronize()?;
-        Ok(prepared)
+        Ok(Variants::new(prepared, variants))
     }
 
     /// Host buffers as a swap-in expects them; poisoned for a swap-out to overwrite.
@@ -134,10 +134,7 @@ impl PreparedPageMoves {
         Ok(())
     }
 
-    fn launch_kernel(&self, gpu: &Gpu) -> GpuResult<()> {
-        let Some(kernel) = &self.kernel else {
-            unreachable!("unavailable variants are not launched")
-        };
+    fn launch_kernel(&self, gpu: &Gpu, kernel: &Kernel) -> GpuResult<()> {
         let count = self.c.blocks as i32;
         let page_vectors = (self.page_bytes / 16) as i32;
         let null = 0u64;
@@ -241,25 +238,14 @@ impl PreparedPageMoves {
     }
 }
 
-impl Prepared for PreparedPageMoves {
-    fn variants(&self) -> &[Variant] {
-        &self.variants
-    }
-
-    fn launch(&mut self, gpu: &Gpu, variant: usize) -> GpuResult<()> {
-        if variant == 0 {
-            self.launch_kernel(gpu)
-        } else {
-            self.launch_driver(gpu)
-        }
-    }
-
-    fn verify(&mut self, gpu: &Gpu, variant: usize) -> Result<Check> {
+impl PreparedPageMoves {
+    /// Restores the pools and host buffers, moves once, and checks every page.
+    fn verify(&mut self, gpu: &Gpu, launch: &mut LaunchFn<Self>) -> Result<Check> {
         gpu.write(&mut self.k_pool, &self.k_init)?;
         gpu.write(&mut self.v_pool, &self.v_init)?;
         gpu.synchronize()?;
         self.reset_host()?;
-        self.launch(gpu, variant)?;
+        launch(self, gpu)?;
         gpu.synchronize()?;
         let bytes = 2 * self.c.blocks * self.page_bytes;
         Ok(match self.check(gpu)? {

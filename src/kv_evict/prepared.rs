@@ -3,7 +3,7 @@
 //! CPU reference of src/kv_evict/policy.rs (scores within a bound derived from f32, selection
 //! and compaction exactly).
 
-use anyhow::{ensure, Result};
+use anyhow::Result;
 use rand::seq::index::sample;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -14,7 +14,7 @@ use super::policy::{attention_mass, plan_kept, Policy, PolicyParams};
 use crate::attention::layout::PagedLayout;
 use crate::gpu::{Buffer, Gpu, GpuResult, Kernel};
 use crate::numeric::{random_encoded, Element};
-use crate::suite::{Check, Prepared, Provider, Variant};
+use crate::suite::{Check, LaunchFn, Provider, Variant, Variants};
 
 // Launch shapes, from the headers of kernels/kv_evict/score.cu, select.cu and copy.cu.
 const LOGITS_BLOCK: u32 = 128;
@@ -172,7 +172,6 @@ pub struct PreparedEviction {
     score_kernels: Option<ScoreKernels>,
     select: Option<Kernel>,
     compact: Option<Kernel>,
-    variants: Vec<Variant>,
 }
 
 /// Scores a select or compact case ranks by (no score pass runs there).
@@ -187,7 +186,8 @@ fn given_scores(data: ScoreData, n: usize, rng: &mut impl Rng) -> Vec<f32> {
 }
 
 impl PreparedEviction {
-    pub fn new(gpu: &Gpu, c: &EvictConfig) -> Result<PreparedEviction> {
+    /// The cache, the scores and kept lists a step reads, and one variant: the step's kernels.
+    pub fn prepare(gpu: &Gpu, c: &EvictConfig) -> Result<Variants<PreparedEviction>> {
         c.validate()?;
         let mut rng = rand::rng();
         let g = Geometry::new(c, rng.random());
@@ -264,7 +264,6 @@ impl PreparedEviction {
             score_kernels: None,
             select: None,
             compact: None,
-            variants: Vec::new(),
             c: c.clone(),
             g,
         };
@@ -272,13 +271,13 @@ impl PreparedEviction {
         if c.op == Op::Compact {
             gpu.write(&mut prepared.kept, &prepared.kept_host)?;
         }
-        prepared.load_kernels(gpu);
+        let variant = prepared.load_kernels(gpu);
         gpu.synchronize()?;
-        Ok(prepared)
+        Ok(Variants::new(prepared, vec![variant]))
     }
 
     /// Loads what the case's steps launch; one variant, unavailable if any kernel is missing.
-    fn load_kernels(&mut self, gpu: &Gpu) {
+    fn load_kernels(&mut self, gpu: &Gpu) -> Variant<PreparedEviction> {
         let c = &self.c;
         let scoring = matches!(c.op, Op::Score | Op::Evict) && c.needs_scores();
         let selecting = matches!(c.op, Op::Select | Op::Evict);
@@ -313,11 +312,16 @@ impl PreparedEviction {
         if compacting {
             self.compact = load("kv_compact".into());
         }
-        self.variants = vec![Variant {
-            kernel: names.join("+"),
-            provider: Provider::Roofbench,
-            unavailable: missing,
-        }];
+        let name = names.join("+");
+        match missing {
+            None => Variant::new(
+                name,
+                Provider::Roofbench,
+                |s: &mut PreparedEviction, gpu| s.launch_steps(gpu),
+                PreparedEviction::verify_steps,
+            ),
+            Some(why) => Variant::unavailable(name, Provider::Roofbench, why),
+        }
     }
 
     /// The CPU's kept lists `[batch][kv_heads][kept_stride]` for the given scores (padding
@@ -653,7 +657,7 @@ impl PreparedEviction {
         Ok(None)
     }
 
-    fn verify_steps(&mut self, gpu: &Gpu) -> Result<Check> {
+    fn verify_steps(&mut self, gpu: &Gpu, launch: &mut LaunchFn<Self>) -> Result<Check> {
         let c = self.c.clone();
         // Poison what the launch must write, restore what it reads.
         gpu.write(&mut self.scores, &self.scores_before)?;
@@ -665,7 +669,7 @@ impl PreparedEviction {
         let poison = vec![POISON_BYTE; self.k_pool.len() - fresh_start];
         gpu.write_at(&mut self.k_pool, fresh_start, &poison)?;
         gpu.write_at(&mut self.v_pool, fresh_start, &poison)?;
-        self.launch(gpu, 0)?;
+        launch(self, gpu)?;
         gpu.synchronize()?;
 
         let mut details = Vec::new();
@@ -721,12 +725,9 @@ fn failed(detail: String) -> Check {
     }
 }
 
-impl Prepared for PreparedEviction {
-    fn variants(&self) -> &[Variant] {
-        &self.variants
-    }
-
-    fn launch(&mut self, gpu: &Gpu, _variant: usize) -> GpuResult<()> {
+impl PreparedEviction {
+    /// The case's steps, back to back.
+    fn launch_steps(&self, gpu: &Gpu) -> GpuResult<()> {
         let op = self.c.op;
         if matches!(op, Op::Score | Op::Evict) && self.c.needs_scores() {
             self.launch_score(gpu)?;
@@ -738,14 +739,6 @@ impl Prepared for PreparedEviction {
             self.launch_compact(gpu)?;
         }
         Ok(())
-    }
-
-    fn verify(&mut self, gpu: &Gpu, _variant: usize) -> Result<Check> {
-        ensure!(
-            self.variants[0].unavailable.is_none(),
-            "kernels unavailable"
-        );
-        self.verify_steps(gpu)
     }
 }
 

@@ -11,13 +11,13 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::stats::{summarize, Summary};
 use super::stop::{StopReason, StopRule};
 use crate::gpu::{Buffer, ClockSnapshot, Gpu, GpuError, GpuResult, Kernel};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// L2 flushed before each sample, one launch per sample.

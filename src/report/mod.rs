@@ -6,7 +6,7 @@ mod row;
 mod table;
 mod writer;
 
-pub use row::{Prediction, ResultRow, VerifyOutcome, VerifyRow, PREDICTED};
+pub use row::{Prediction, Provider, ResultRow, Status, VerifyOutcome, VerifyRow, PREDICTED};
 pub use table::{results_table, table, verify_table};
 pub use writer::{
     command_line, now, read_csv, write_accuracy_json, write_rows_csv, ResultsWriter, RunMetadata,

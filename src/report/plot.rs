@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use plotters::prelude::*;
 use plotters::series::DashedLineSeries;
 
-use super::row::{Prediction, ResultRow};
+use super::row::{Prediction, ResultRow, Status};
 use crate::roofline::{Precision, Roof};
 
 /// A labelled point on the roofline: (FLOPs per byte, TFLOPS).
@@ -276,7 +276,7 @@ pub fn plot_results(
     }
     let points: Vec<Point> = rows
         .iter()
-        .filter(|r| r.flops > 0 && r.bytes > 0 && r.status != "skipped")
+        .filter(|r| r.flops > 0 && r.bytes > 0 && r.status != Status::Skipped)
         .filter_map(|r| {
             Some(Point {
                 label: format!("{} {}", r.kernel, r.case),
@@ -305,7 +305,12 @@ pub fn plot_results(
             .filter(|r| r.suite == suite)
             .filter_map(|r| {
                 Some((
-                    format!("{} {} {}", r.case, r.kernel, r.mode),
+                    format!(
+                        "{} {} {}",
+                        r.case,
+                        r.kernel,
+                        r.mode.map_or("", |m| m.as_str())
+                    ),
                     r.pct_of_ceiling?,
                 ))
             })
@@ -403,8 +408,8 @@ mod tests {
                 suite: "stream".into(),
                 case: "triad/1GiB".into(),
                 kernel: "stream_triad_f32x4".into(),
-                mode: "cold".into(),
-                status: "ok".into(),
+                mode: Some(crate::measure::Mode::Cold),
+                status: Status::Ok,
                 bytes: 3 << 30,
                 flops: 2 << 28,
                 tflops: Some(0.45),
@@ -415,8 +420,8 @@ mod tests {
                 suite: "stream".into(),
                 case: "copy/1GiB".into(),
                 kernel: "stream_copy_u32x4".into(),
-                mode: "cold".into(),
-                status: "ok".into(),
+                mode: Some(crate::measure::Mode::Cold),
+                status: Status::Ok,
                 bytes: 2 << 30,
                 pct_of_ceiling: Some(96.0),
                 ..Default::default()

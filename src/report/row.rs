@@ -2,21 +2,110 @@
 //! a [`VerifyRow`] per check and a [`Prediction`] per predicted case. The CSV columns of a result
 //! row are its fields in this order; `results/README.md` documents them.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::measure::Mode;
+
+/// Who provides a variant's kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// A roofbench kernel.
+    Roofbench,
+    /// The CUDA driver's own operation (cuMemcpyDtoDAsync, cuMemsetD32Async).
+    Driver,
+    /// NVIDIA's cuBLASLt library.
+    CublasLt,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Roofbench => "roofbench",
+            Provider::Driver => "driver",
+            Provider::CublasLt => "cublaslt",
+        }
+    }
+
+    /// `-` where there is none (a case that could not be prepared has no variant).
+    pub fn or_dash(provider: Option<Provider>) -> &'static str {
+        provider.map_or("-", Provider::as_str)
+    }
+}
+
+/// What became of a row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Verified and timed.
+    Ok,
+    /// Verification failed (the row is still timed).
+    Failed,
+    /// Not timed; `note` says why. A row is skipped until it is measured.
+    #[default]
+    Skipped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
+/// An optional enum column holds the string it always held where there is no value (`-` for
+/// provider, empty for mode), so the files read the same and old files still load.
+macro_rules! optional_column {
+    ($module:ident, $none:literal) => {
+        mod $module {
+            use super::*;
+
+            pub fn serialize<T: Serialize, S: Serializer>(
+                value: &Option<T>,
+                s: S,
+            ) -> Result<S::Ok, S::Error> {
+                match value {
+                    Some(v) => v.serialize(s),
+                    None => s.serialize_str($none),
+                }
+            }
+
+            pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+                d: D,
+            ) -> Result<Option<T>, D::Error> {
+                use serde::de::{Error, IntoDeserializer};
+                let text = String::deserialize(d)?;
+                if text == $none {
+                    return Ok(None);
+                }
+                T::deserialize(text.into_deserializer())
+                    .map(Some)
+                    .map_err(|e: serde::de::value::Error| D::Error::custom(e))
+            }
+        }
+    };
+}
+optional_column!(dash_if_none, "-");
+optional_column!(empty_if_none, "");
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResultRow {
     pub suite: String,
     pub case: String,
     pub kernel: String,
-    /// `roofbench` (our kernels), `driver` (cuMemcpy/cuMemset), `cublaslt`, ...
-    pub provider: String,
+    /// `roofbench` (our kernels), `driver` (cuMemcpy/cuMemset), `cublaslt`; `-` without a variant.
+    #[serde(with = "dash_if_none")]
+    pub provider: Option<Provider>,
     pub dtype: String,
     pub params: String,
-    /// `cold`, `hot` or `graph` (see `measure::Mode`).
-    pub mode: String,
+    /// `cold`, `hot` or `graph` (see `measure::Mode`); empty when not timed.
+    #[serde(with = "empty_if_none")]
+    pub mode: Option<Mode>,
     /// `ok`, `failed` (verification failed; still timed) or `skipped` (see `note`).
-    pub status: String,
+    pub status: Status,
     pub samples: usize,
     pub median_us: Option<f64>,
     pub p10_us: Option<f64>,
@@ -82,7 +171,8 @@ pub struct VerifyRow {
     pub suite: String,
     pub case: String,
     pub kernel: String,
-    pub provider: String,
+    /// None: the case could not be prepared.
+    pub provider: Option<Provider>,
     pub outcome: VerifyOutcome,
     pub max_rel_err: Option<f64>,
     pub detail: String,

@@ -2,7 +2,7 @@
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 
-use super::row::{ResultRow, VerifyOutcome, VerifyRow};
+use super::row::{Provider, ResultRow, Status, VerifyOutcome, VerifyRow};
 
 /// An empty table in the house style.
 pub fn table<'a>(header: impl IntoIterator<Item = &'a str>) -> Table {
@@ -34,7 +34,7 @@ pub fn verify_table(rows: &[VerifyRow]) -> Table {
             &r.suite,
             &r.case,
             &r.kernel,
-            &r.provider,
+            Provider::or_dash(r.provider),
             result,
             &err,
             &r.detail,
@@ -70,8 +70,8 @@ pub fn results_table(rows: &[ResultRow]) -> Table {
             (Some(p), c) => format!("{p:.1} {c}"),
             (None, _) => "-".into(),
         };
-        let verified = match (r.status.as_str(), r.verified) {
-            ("skipped", _) => "skipped",
+        let verified = match (r.status, r.verified) {
+            (Status::Skipped, _) => "skipped",
             (_, true) => "pass",
             (_, false) => "FAIL",
         };
@@ -84,8 +84,8 @@ pub fn results_table(rows: &[ResultRow]) -> Table {
             Cell::new(&r.suite),
             Cell::new(&r.case),
             Cell::new(&r.kernel),
-            Cell::new(&r.provider),
-            Cell::new(&r.mode),
+            Cell::new(Provider::or_dash(r.provider)),
+            Cell::new(r.mode.map_or("", |m| m.as_str())),
             Cell::new(opt(r.median_us, 2)).set_alignment(CellAlignment::Right),
             Cell::new(opt(r.rel_ci.map(|c| c * 100.0), 2)).set_alignment(CellAlignment::Right),
             Cell::new(opt(r.gbps, 1)).set_alignment(CellAlignment::Right),

@@ -187,17 +187,19 @@ pub fn write_accuracy_json<T: serde::Serialize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::measure::Mode;
+    use crate::report::{Provider, Status};
 
     fn row(case: &str, median: Option<f64>) -> ResultRow {
         ResultRow {
             suite: "stream".into(),
             case: case.into(),
             kernel: "stream_copy_u32x4".into(),
-            provider: "roofbench".into(),
+            provider: Some(Provider::Roofbench),
             dtype: "u32".into(),
             params: "elements=262144".into(),
-            mode: "cold".into(),
-            status: "ok".into(),
+            mode: Some(Mode::Cold),
+            status: Status::Ok,
             samples: 12,
             median_us: median,
             bytes: 2 << 20,
@@ -206,6 +208,51 @@ mod tests {
             note: "a note, with a comma".into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn enum_columns_are_written_as_the_strings_they_always_were() {
+        let skipped = ResultRow {
+            case: "copy/4GiB".into(),
+            kernel: "-".into(),
+            ..Default::default()
+        };
+        let driver = ResultRow {
+            provider: Some(Provider::Driver),
+            mode: Some(Mode::Graph),
+            status: Status::Failed,
+            ..row("copy/1MiB", Some(1.0))
+        };
+        let lt = ResultRow {
+            provider: Some(Provider::CublasLt),
+            mode: Some(Mode::Hot),
+            ..row("copy/1MiB", Some(1.0))
+        };
+        let rows = [row("copy/1MiB", Some(1.0)), skipped, driver, lt];
+        let columns = ["provider", "mode", "status"];
+        let want = [
+            ["roofbench", "cold", "ok"],
+            ["-", "", "skipped"],
+            ["driver", "graph", "failed"],
+            ["cublaslt", "hot", "ok"],
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.csv");
+        write_rows_csv(&rows, &path).unwrap();
+        let mut csv = csv::Reader::from_path(&path).unwrap();
+        let header = csv.headers().unwrap().clone();
+        let at = |name: &str| header.iter().position(|h| h == name).unwrap();
+        for (record, want) in csv.records().zip(want) {
+            let record = record.unwrap();
+            let got: Vec<&str> = columns.iter().map(|c| &record[at(c)]).collect();
+            assert_eq!(got, want);
+        }
+        for (row, want) in rows.iter().zip(want) {
+            let json = serde_json::to_value(row).unwrap();
+            let got: Vec<&str> = columns.iter().map(|c| json[c].as_str().unwrap()).collect();
+            assert_eq!(got, want);
+        }
+        assert_eq!(read_csv(&path).unwrap(), rows, "and they read back");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::measure::Mode;
 use crate::roofline::Precision;
 use crate::roofline::Workload;
 use crate::suite::size::{format_bytes, parse_bytes};
+use crate::suite::spec::{Absent, Grammar, Key, Value};
 use crate::suite::{Case, Prepared, Suite};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,7 +168,7 @@ impl Case for StreamCase {
     }
 
     fn prepare(&self, gpu: &Gpu) -> Result<Box<dyn Prepared>> {
-        Ok(Box::new(prepared::PreparedStream::new(gpu, self)?))
+        Ok(Box::new(prepared::PreparedStream::prepare(gpu, self)?))
     }
 }
 
@@ -197,8 +198,20 @@ impl Suite for StreamSuite {
         StreamOp::ALL.iter().flat_map(|op| op.kernels()).collect()
     }
 
-    fn case_syntax(&self) -> &'static str {
-        "OP:BYTES_PER_ARRAY, OP one of read|write|copy|triad, e.g. copy:1GiB, triad:48MiB, read:4000012"
+    fn grammar(&self) -> Grammar {
+        Grammar {
+            keys: vec![
+                Key::new(
+                    "op",
+                    Value::Names(|| StreamOp::ALL.iter().map(|o| o.name()).collect()),
+                    Absent::Required,
+                    "the operation",
+                ),
+                Key::new("size", Value::Size, Absent::Required, "bytes per array"),
+            ],
+            example: "op=triad,size=48MiB",
+            shorthand: Some("OP:SIZE (copy:1GiB)"),
+        }
     }
 
     fn default_cases(&self, quick: bool) -> Vec<Box<dyn Case>> {
@@ -230,12 +243,22 @@ impl Suite for StreamSuite {
         cases
     }
 
-    fn parse_case(&self, spec: &str) -> Result<Box<dyn Case>> {
-        let (op, size) = spec
-            .split_once(':')
-            .with_context(|| format!("stream case `{spec}`: expected {}", self.case_syntax()))?;
-        let case = StreamCase::new(StreamOp::parse(op.trim())?, parse_bytes(size)?)
-            .with_context(|| format!("stream case `{spec}`"))?;
+    /// `op=OP,size=SIZE`, or the shorthand `OP:SIZE`.
+    fn parse_case(&self, text: &str) -> Result<Box<dyn Case>> {
+        let (op, size) = match text.split_once(':') {
+            Some((op, size)) if !text.contains('=') => {
+                (StreamOp::parse(op.trim())?, parse_bytes(size)?)
+            }
+            _ => {
+                let grammar = self.grammar();
+                let spec = grammar.parse(text)?;
+                let (Some(op), Some(size)) = (spec.one_of("op")?, spec.size("size")?) else {
+                    bail!("a stream case needs op= and size= (or OP:SIZE, e.g. copy:1GiB)");
+                };
+                (StreamOp::parse(op)?, size)
+            }
+        };
+        let case = StreamCase::new(op, size).with_context(|| format!("stream case `{text}`"))?;
         Ok(Box::new(case))
     }
 }
@@ -243,6 +266,48 @@ impl Suite for StreamSuite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_case_grammar_holds() {
+        crate::suite::spec::testing::check_grammar(&StreamSuite);
+    }
+
+    #[test]
+    fn specs_make_the_cases_they_made_before_the_grammar() {
+        crate::suite::spec::testing::assert_same_cases(
+            &StreamSuite,
+            &[
+                (
+                    "copy:1GiB",
+                    "copy/1GiB",
+                    "op=copy elements=268435456 bytes_per_array=1073741824",
+                ),
+                (
+                    "triad:48MiB",
+                    "triad/48MiB",
+                    "op=triad elements=12582912 bytes_per_array=50331648",
+                ),
+                (
+                    "read:4000012",
+                    "read/4000012B",
+                    "op=read elements=1000003 bytes_per_array=4000012",
+                ),
+                (
+                    " write : 64KiB ",
+                    "write/64KiB",
+                    "op=write elements=16384 bytes_per_array=65536",
+                ),
+                (
+                    "copy:1.5GB",
+                    "copy/1500000000B",
+                    "op=copy elements=375000000 bytes_per_array=1500000000",
+                ),
+            ],
+        );
+        let long = StreamSuite.parse_case("op=copy,size=1GiB").unwrap();
+        let short = StreamSuite.parse_case("copy:1GiB").unwrap();
+        assert_eq!((long.name(), long.params()), (short.name(), short.params()));
+    }
 
     #[test]
     fn minimum_bytes_count_each_array_once() {
@@ -267,7 +332,10 @@ mod tests {
         let err = |spec: &str| format!("{:#}", s.parse_case(spec).err().unwrap());
         assert!(err("scale:1GiB").contains("unknown stream operation"));
         assert!(err("copy:1001").contains("multiple of 4"));
-        assert!(err("copy").contains("expected OP:BYTES"));
+        assert!(err("copy").contains("not key=value"));
+        assert!(err("op=copy").contains("needs op= and size="));
+        assert!(err("op=copy,size=1GiB,size=2GiB").contains("given twice"));
+        assert!(err("op=scale,size=1GiB").contains("one of read, write, copy, triad"));
         assert!(err("copy:big").contains("not a size"));
     }
 

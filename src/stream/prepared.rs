@@ -6,7 +6,7 @@ use anyhow::Result;
 use super::reference::{check_equal, check_sum, check_triad, random_floats, random_words};
 use super::{StreamCase, StreamOp};
 use crate::gpu::{Buffer, Gpu, GpuResult, Kernel};
-use crate::suite::{Check, Prepared, Provider, Variant};
+use crate::suite::{Check, LaunchFn, Provider, Variant, Variants};
 
 /// Threads per block: a multiple of the warp size that leaves room for 8 resident blocks per SM.
 const BLOCK: u32 = 256;
@@ -40,56 +40,43 @@ enum Arrays {
     },
 }
 
+/// The arrays every variant of a stream case reads and writes.
 pub struct PreparedStream {
     n: usize,
     arrays: Arrays,
-    variants: Vec<Variant>,
-    /// Per variant: the loaded kernel and its grid; `None` for the driver provider or an
-    /// unavailable kernel.
-    launches: Vec<Option<(Kernel, u32)>>,
 }
 
 impl PreparedStream {
-    pub fn new(gpu: &Gpu, case: &StreamCase) -> Result<PreparedStream> {
+    /// Random inputs, our two kernels (4- and 16-byte accesses) and the driver's equivalent.
+    pub fn prepare(gpu: &Gpu, case: &StreamCase) -> Result<Variants<PreparedStream>> {
         let n = case.elements;
         let seed: u64 = rand::random();
         let mut variants = Vec::new();
-        let mut launches = Vec::new();
+        let mut max_grid = 1;
         for name in case.op.kernels() {
-            match gpu.kernel(&name) {
+            variants.push(match gpu.kernel(&name) {
                 Ok(kernel) => {
                     let grid = kernel.resident_grid(BLOCK, 0)?;
-                    variants.push(Variant {
-                        kernel: name,
-                        provider: Provider::Roofbench,
-                        unavailable: None,
-                    });
-                    launches.push(Some((kernel, grid)));
+                    max_grid = max_grid.max(grid as usize);
+                    Variant::new(
+                        name,
+                        Provider::Roofbench,
+                        move |s: &mut PreparedStream, gpu| s.launch_kernel(gpu, &kernel, grid),
+                        // A read writes one partial sum per block of its grid.
+                        move |s, gpu, launch| s.verify(gpu, launch, grid as usize),
+                    )
                 }
-                Err(e) => {
-                    variants.push(Variant {
-                        kernel: name,
-                        provider: Provider::Roofbench,
-                        unavailable: Some(e.to_string()),
-                    });
-                    launches.push(None);
-                }
-            }
+                Err(e) => Variant::unavailable(name, Provider::Roofbench, e.to_string()),
+            });
         }
         if let Some(name) = case.op.driver_equivalent() {
-            variants.push(Variant {
-                kernel: name.into(),
-                provider: Provider::Driver,
-                unavailable: None,
-            });
-            launches.push(None);
+            variants.push(Variant::new(
+                name,
+                Provider::Driver,
+                |s: &mut PreparedStream, gpu| s.launch_driver(gpu),
+                |s, gpu, launch| s.verify(gpu, launch, 0),
+            ));
         }
-        let max_grid = launches
-            .iter()
-            .flatten()
-            .map(|(_, g)| *g as usize)
-            .max()
-            .unwrap_or(1);
 
         let arrays = match case.op {
             StreamOp::Read => {
@@ -131,30 +118,20 @@ impl PreparedStream {
             }
         };
         gpu.synchronize()?;
-        Ok(PreparedStream {
-            n,
-            arrays,
-            variants,
-            launches,
-        })
-    }
-}
-
-impl Prepared for PreparedStream {
-    fn variants(&self) -> &[Variant] {
-        &self.variants
+        Ok(Variants::new(PreparedStream { n, arrays }, variants))
     }
 
-    fn launch(&mut self, gpu: &Gpu, variant: usize) -> GpuResult<()> {
+    /// The driver's operation (copy and write have one).
+    fn launch_driver(&mut self, gpu: &Gpu) -> GpuResult<()> {
+        match &mut self.arrays {
+            Arrays::Write { dst, value } => gpu.memset_u32(dst, *value),
+            Arrays::Copy { src, dst, .. } => gpu.memcpy_dtod(src, dst),
+            _ => unreachable!("read and triad have no driver variant"),
+        }
+    }
+
+    fn launch_kernel(&self, gpu: &Gpu, kernel: &Kernel, grid: u32) -> GpuResult<()> {
         let n = self.n as u64;
-        let Some((kernel, grid)) = &self.launches[variant] else {
-            // The driver provider.
-            return match &mut self.arrays {
-                Arrays::Write { dst, value } => gpu.memset_u32(dst, *value),
-                Arrays::Copy { src, dst, .. } => gpu.memcpy_dtod(src, dst),
-                _ => unreachable!("read and triad have no driver variant"),
-            };
-        };
         let mut launch = gpu.launch(kernel);
         // Argument order follows the kernel signatures in kernels/stream/stream.cu.
         match &self.arrays {
@@ -167,20 +144,24 @@ impl Prepared for PreparedStream {
         };
         // SAFETY: arguments match the kernel parameters; every buffer holds n elements (partials:
         // one per block of the largest grid).
-        unsafe { launch.run(*grid, BLOCK, 0) }
+        unsafe { launch.run(grid, BLOCK, 0) }
     }
 
-    fn verify(&mut self, gpu: &Gpu, variant: usize) -> Result<Check> {
+    /// Poisons the output, launches once, and compares with the CPU (`blocks`: the partial sums
+    /// a read writes).
+    fn verify(
+        &mut self,
+        gpu: &Gpu,
+        launch: &mut LaunchFn<PreparedStream>,
+        blocks: usize,
+    ) -> Result<Check> {
         match &mut self.arrays {
             Arrays::Read { partials, .. } => gpu.memset_u32(partials, POISON)?,
             Arrays::Write { dst, .. } | Arrays::Copy { dst, .. } => gpu.memset_u32(dst, POISON)?,
             Arrays::Triad { a, .. } => gpu.memset_u32(a, POISON)?,
         }
-        self.launch(gpu, variant)?;
+        launch(self, gpu)?;
         gpu.synchronize()?;
-        let blocks = self.launches[variant]
-            .as_ref()
-            .map_or(0, |(_, g)| *g as usize);
         Ok(match &self.arrays {
             Arrays::Read {
                 host_src, partials, ..

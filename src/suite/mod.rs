@@ -2,19 +2,21 @@
 //!
 //! A [`Suite`] lists [`Case`]s (its built-in grid, or cases parsed from the command line). A case
 //! declares its minimum work and prepares device inputs; the [`Prepared`] case offers
-//! [`Variant`]s (our kernels and vendor providers) that can each be launched and verified against
-//! a CPU reference. The runner owns timing, verification order, results and progress, so a suite
+//! [`Variant`]s (our kernels and vendor providers), each carrying its name, provider, launch and
+//! verification against a CPU reference. The runner owns timing, verification order, results and progress, so a suite
 //! contains only its problem, its kernels and its reference.
 
 pub mod accuracy;
 mod bench;
 mod runner;
 pub mod size;
+pub mod spec;
 
 use anyhow::Result;
 
-use crate::gpu::{DeviceInfo, Gpu, GpuResult};
+use crate::gpu::{DeviceInfo, Gpu, GpuError, GpuResult};
 use crate::measure::Mode;
+pub use crate::report::Provider;
 use crate::roofline::Workload;
 
 pub use crate::report::{VerifyOutcome, VerifyRow};
@@ -30,8 +32,12 @@ pub trait Suite: Sync {
     fn about(&self) -> &'static str;
     /// Every embedded kernel this suite may launch (checked against the build in the tests).
     fn kernel_names(&self) -> Vec<String>;
-    /// Syntax of a user-given case for `--case`, with an example.
-    fn case_syntax(&self) -> &'static str;
+    /// The keys of a user-given case for `--case`.
+    fn grammar(&self) -> spec::Grammar;
+    /// Syntax of a user-given case for `--case`, with an example: generated from [`Self::grammar`].
+    fn case_syntax(&self) -> String {
+        self.grammar().syntax()
+    }
     /// The built-in grid (`quick`: a small representative subset).
     fn default_cases(&self, quick: bool) -> Vec<Box<dyn Case>>;
     /// A user-given case; an unsupported one is an error that says what is supported.
@@ -109,33 +115,74 @@ pub trait Case {
     fn prepare(&self, gpu: &Gpu) -> Result<Box<dyn Prepared>>;
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Provider {
-    /// A roofbench kernel.
-    Roofbench,
-    /// The CUDA driver's own operation (cuMemcpyDtoDAsync, cuMemsetD32Async).
-    Driver,
-    /// NVIDIA's cuBLASLt library.
-    CublasLt,
-}
-
-impl Provider {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::Roofbench => "roofbench",
-            Provider::Driver => "driver",
-            Provider::CublasLt => "cublaslt",
-        }
-    }
-}
-
-/// One way to compute a prepared case.
+/// What the runner and the tables show of a variant.
 #[derive(Debug, Clone)]
-pub struct Variant {
+pub struct VariantInfo {
+    /// The kernel (or library call) as result rows name it.
     pub kernel: String,
     pub provider: Provider,
     /// Why it cannot run here (e.g. needs sm_90a), if so.
     pub unavailable: Option<String>,
+}
+
+/// Enqueues one execution of a variant on the device stream (no synchronisation).
+pub type LaunchFn<S> = Box<dyn FnMut(&mut S, &Gpu) -> GpuResult<()>>;
+/// Poisons the outputs, runs the variant once through the launch it is given, and compares with
+/// the CPU reference.
+pub type VerifyFn<S> = Box<dyn FnMut(&mut S, &Gpu, &mut LaunchFn<S>) -> Result<Check>>;
+
+/// One way to compute a prepared case whose inputs, outputs and reference data are `S`: its
+/// name and provider, and how it launches and verifies. An unavailable variant has neither.
+pub struct Variant<S> {
+    info: VariantInfo,
+    run: Option<(LaunchFn<S>, VerifyFn<S>)>,
+}
+
+impl<S> Variant<S> {
+    pub fn new(
+        kernel: impl Into<String>,
+        provider: Provider,
+        launch: impl FnMut(&mut S, &Gpu) -> GpuResult<()> + 'static,
+        verify: impl FnMut(&mut S, &Gpu, &mut LaunchFn<S>) -> Result<Check> + 'static,
+    ) -> Variant<S> {
+        Variant {
+            info: VariantInfo {
+                kernel: kernel.into(),
+                provider,
+                unavailable: None,
+            },
+            run: Some((Box::new(launch), Box::new(verify))),
+        }
+    }
+
+    /// A variant that cannot run here, and why (a row says so instead of a measurement).
+    pub fn unavailable(kernel: impl Into<String>, provider: Provider, why: String) -> Variant<S> {
+        Variant {
+            info: VariantInfo {
+                kernel: kernel.into(),
+                provider,
+                unavailable: Some(why),
+            },
+            run: None,
+        }
+    }
+
+    pub fn info(&self) -> &VariantInfo {
+        &self.info
+    }
+}
+
+/// A prepared case: the state its variants share, and the variants. Every suite's cases prepare
+/// into one of these; the runner sees it as a [`Prepared`].
+pub struct Variants<S> {
+    state: S,
+    variants: Vec<Variant<S>>,
+}
+
+impl<S> Variants<S> {
+    pub fn new(state: S, variants: Vec<Variant<S>>) -> Variants<S> {
+        Variants { state, variants }
+    }
 }
 
 /// The result of comparing one GPU output with the CPU reference.
@@ -162,10 +209,82 @@ pub struct AccuracyDelta {
     pub kernel_rel_fro: f64,
 }
 
+/// What the runner sees of a prepared case: its variants, each launched and verified by its
+/// position in [`Prepared::variants`].
 pub trait Prepared {
-    fn variants(&self) -> &[Variant];
+    fn variants(&self) -> Vec<VariantInfo>;
     /// Enqueues one execution of `variant` on the device stream (no synchronisation).
     fn launch(&mut self, gpu: &Gpu, variant: usize) -> GpuResult<()>;
     /// Poisons the output, runs `variant` once and compares with the CPU reference.
     fn verify(&mut self, gpu: &Gpu, variant: usize) -> Result<Check>;
+}
+
+impl<S> Variants<S> {
+    /// The launch and verify of a variant that can run here; the error says why it cannot.
+    fn runnable(
+        &mut self,
+        variant: usize,
+    ) -> Result<(&mut S, &mut LaunchFn<S>, &mut VerifyFn<S>), String> {
+        let v = self
+            .variants
+            .get_mut(variant)
+            .ok_or_else(|| format!("no variant {variant}"))?;
+        match &mut v.run {
+            Some((launch, verify)) => Ok((&mut self.state, launch, verify)),
+            None => Err(format!(
+                "{} cannot run here: {}",
+                v.info.kernel,
+                v.info.unavailable.as_deref().unwrap_or("unavailable")
+            )),
+        }
+    }
+}
+
+impl<S> Prepared for Variants<S> {
+    fn variants(&self) -> Vec<VariantInfo> {
+        self.variants.iter().map(|v| v.info.clone()).collect()
+    }
+
+    fn launch(&mut self, gpu: &Gpu, variant: usize) -> GpuResult<()> {
+        let (state, launch, _) = self.runnable(variant).map_err(GpuError::InvalidArgument)?;
+        launch(state, gpu)
+    }
+
+    fn verify(&mut self, gpu: &Gpu, variant: usize) -> Result<Check> {
+        let (state, launch, verify) = self.runnable(variant).map_err(anyhow::Error::msg)?;
+        verify(state, gpu, launch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_carry_their_names_and_availability_in_order() {
+        let prepared = Variants::new(
+            0u32,
+            vec![
+                Variant::new(
+                    "ours",
+                    Provider::Roofbench,
+                    |_: &mut u32, _: &Gpu| Ok(()),
+                    |_, _, _| unreachable!("not verified here: no GPU"),
+                ),
+                Variant::unavailable("cublasLt", Provider::CublasLt, "needs sm_90a".into()),
+            ],
+        );
+        let infos = Prepared::variants(&prepared);
+        let seen: Vec<_> = infos
+            .iter()
+            .map(|v| (v.kernel.as_str(), v.provider, v.unavailable.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("ours", Provider::Roofbench, None),
+                ("cublasLt", Provider::CublasLt, Some("needs sm_90a")),
+            ]
+        );
+    }
 }

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{Case, Check, Plan, Prepared, Variant};
+use super::{Case, Check, Plan, Prepared, VariantInfo};
 use crate::gpu::Gpu;
 use crate::measure::{Harness, MeasureConfig, Mode, Timing};
-use crate::report::{now, ResultRow, ResultsWriter, RunMetadata, VerifyOutcome, VerifyRow};
+use crate::report::{now, ResultRow, ResultsWriter, RunMetadata, Status, VerifyOutcome, VerifyRow};
 use crate::roofline::{beats_measured_ceiling, Catalog, MeasuredCeilings, Roofs};
 
 pub struct RunOptions {
@@ -32,14 +32,14 @@ fn progress(len: usize) -> ProgressBar {
 }
 
 /// A row with everything but the measurement filled in.
-fn base_row(gpu: &Gpu, suite: &str, case: &dyn Case, variant: Option<&Variant>) -> ResultRow {
+fn base_row(gpu: &Gpu, suite: &str, case: &dyn Case, variant: Option<&VariantInfo>) -> ResultRow {
     let info = gpu.info();
     let w = case.workload();
     ResultRow {
         suite: suite.to_string(),
         case: case.name(),
         kernel: variant.map_or("-".into(), |v| v.kernel.clone()),
-        provider: variant.map_or("-".into(), |v| v.provider.as_str().into()),
+        provider: variant.map(|v| v.provider),
         dtype: case.dtype(),
         params: case.params(),
         bytes: w.bytes,
@@ -54,7 +54,7 @@ fn base_row(gpu: &Gpu, suite: &str, case: &dyn Case, variant: Option<&Variant>) 
 }
 
 fn skipped(mut row: ResultRow, why: String) -> ResultRow {
-    row.status = "skipped".into();
+    row.status = Status::Skipped;
     row.note = why;
     row
 }
@@ -70,7 +70,7 @@ fn measured_row(
 ) -> ResultRow {
     let s = &timing.summary;
     let w = case.workload();
-    row.mode = timing.mode.as_str().into();
+    row.mode = Some(timing.mode);
     row.samples = s.samples;
     row.median_us = Some(s.median);
     row.p10_us = Some(s.p10);
@@ -114,13 +114,13 @@ fn measured_row(
                 row.sqnr_db = Some(a.sqnr_db);
                 row.kernel_sqnr_db = Some(a.kernel_sqnr_db);
             }
-            row.status = if c.passed { "ok" } else { "failed" }.into();
+            row.status = if c.passed { Status::Ok } else { Status::Failed };
             if !c.passed {
                 row.note = format!("{} {}", c.detail, row.note).trim().to_string();
             }
         }
         Err(e) => {
-            row.status = "failed".into();
+            row.status = Status::Failed;
             row.note = format!("verification error: {e:#}");
         }
     }
@@ -180,7 +180,7 @@ pub fn run(gpu: &Gpu, plans: &[Plan<'_>], opts: &RunOptions) -> Result<Vec<Resul
                 .modes
                 .clone()
                 .unwrap_or_else(|| case.default_modes(gpu.info()));
-            for (i, variant) in prepared.variants().to_vec().iter().enumerate() {
+            for (i, variant) in prepared.variants().iter().enumerate() {
                 let base = base_row(gpu, suite.name(), case.as_ref(), Some(variant));
                 if let Some(why) = &variant.unavailable {
                     writer.append(skipped(base, why.clone()))?;
@@ -241,11 +241,11 @@ pub fn verify(gpu: &Gpu, plans: &[Plan<'_>]) -> Vec<VerifyRow> {
     for (suite, cases) in plans {
         for case in cases {
             bar.set_message(format!("{}/{}", suite.name(), case.name()));
-            let row = |variant: Option<&Variant>, outcome, max_rel_err, detail| VerifyRow {
+            let row = |variant: Option<&VariantInfo>, outcome, max_rel_err, detail| VerifyRow {
                 suite: suite.name().into(),
                 case: case.name(),
                 kernel: variant.map_or("-".into(), |v| v.kernel.clone()),
-                provider: variant.map_or("-".into(), |v| v.provider.as_str().into()),
+                provider: variant.map(|v| v.provider),
                 outcome,
                 max_rel_err,
                 detail,
@@ -253,7 +253,7 @@ pub fn verify(gpu: &Gpu, plans: &[Plan<'_>]) -> Vec<VerifyRow> {
             match prepare(gpu, case.as_ref()) {
                 Err(why) => rows.push(row(None, VerifyOutcome::Skipped, None, why)),
                 Ok(mut prepared) => {
-                    for (i, v) in prepared.variants().to_vec().iter().enumerate() {
+                    for (i, v) in prepared.variants().iter().enumerate() {
                         if let Some(why) = &v.unavailable {
                             rows.push(row(Some(v), VerifyOutcome::Skipped, None, why.clone()));
                             continue;

@@ -6,7 +6,7 @@
 
 use roofbench::gpu::Gpu;
 use roofbench::measure::{Harness, MeasureConfig, Mode};
-use roofbench::suite::{self, Case, Suite, VerifyOutcome};
+use roofbench::suite::{self, Case, Provider, Suite, VerifyOutcome};
 
 pub fn gpu() -> Gpu {
     Gpu::open(0).expect("these tests need a CUDA GPU")
@@ -51,7 +51,7 @@ pub fn assert_none_fail(gpu: &Gpu, suite: &dyn Suite, cases: Vec<Box<dyn Case>>)
     for case in cases {
         assert!(
             rows.iter().any(|r| r.case == case
-                && r.provider == "roofbench"
+                && r.provider == Some(Provider::Roofbench)
                 && r.outcome == VerifyOutcome::Pass),
             "{case}: no roofbench variant ran"
         );
