@@ -45,6 +45,8 @@
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 
+use crate::numeric::splitmix64_mix;
+
 /// The eviction policies of the literature that the kernels implement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Policy {
@@ -247,16 +249,7 @@ impl PolicyParams {
 /// the kernel and this reference agree without sharing a stream of numbers.
 pub fn random_priority(seed: u64, seq: u32, kv_head: u32, t: u32) -> f32 {
     let x = seed.wrapping_add((u64::from(seq) << 42) | (u64::from(kv_head) << 32) | u64::from(t));
-    (splitmix64(x) >> 40) as f32 / 16_777_216.0
-}
-
-/// The SplitMix64 finaliser: a bijection of u64 that scatters nearby inputs.
-pub(crate) fn splitmix64(mut x: u64) -> u64 {
-    x ^= x >> 30;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 27;
-    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
+    (splitmix64_mix(x) >> 40) as f32 / 16_777_216.0
 }
 
 /// `max(0, scores[t - half..=t + half])` per token (maxNum: NaN and negatives count as 0).
@@ -538,7 +531,7 @@ mod tests {
         // x = 0 is a fixed point of the finaliser; SplitMix64's first output from state 0 is
         // mix(0x9e3779b97f4a7c15) = 0xe220a8397b1dcdaf, whose top 24 bits are 0xe220a8.
         assert_eq!(random_priority(0, 0, 0, 0), 0.0);
-        let golden = 0x9e37_79b9_7f4a_7c15;
+        let golden = crate::numeric::SPLITMIX64_GAMMA;
         assert_eq!(
             random_priority(golden, 0, 0, 0),
             0xe2_20a8 as f32 / 16_777_216.0
