@@ -222,7 +222,7 @@ impl Suite for GemmSuite {
     fn case_syntax(&self) -> &'static str {
         "key=value,... with shape=MxNxK|<model shape> m=TOKENS fmt=bf16|e4m3|e5m2|int8 \
          scale=tensor|token|block128 act=bf16 (weight-only) bias=0|1 data=gaussian|outliers \
-         path=auto|all|stream|wgmma|wgmma-promoted|mma|simt lt=0|1 op=gemm|quantize-x|quantize-w, \
+         path=auto|all|small_m|wgmma|wgmma-promoted|mma|simt lt=0|1 op=gemm|quantize-x|quantize-w, \
          e.g. shape=llama3-70b-qkv,m=2048,fmt=e4m3,scale=block128"
     }
 

@@ -118,7 +118,7 @@ impl WgmmaPath {
         let (m, n, k) = (problem.m, problem.n, problem.k);
         let format = match problem.inputs {
             Inputs::WeightOnly(_) => {
-                return Err("weight-only GEMMs run on the stream path".into());
+                return Err("weight-only GEMMs run on the small_m path".into());
             }
             Inputs::Bf16 => None,
             Inputs::Quantized(format) => Some(format),
@@ -467,7 +467,7 @@ mod tests {
             Inputs::WeightOnly(QuantFormat::E4m3),
             Some(Scheme::PerTokenPerChannel),
         );
-        assert!(err(&weight_only, HOPPER).contains("weight-only GEMMs run on the stream path"));
+        assert!(err(&weight_only, HOPPER).contains("weight-only GEMMs run on the small_m path"));
         let e = err(&problem(64, 64, 100, Inputs::Bf16, None), HOPPER);
         assert!(
             e.contains("K must be a multiple of 8") && e.contains("K = 100"),
