@@ -16,10 +16,10 @@
 //!
 //! [`CublasLt::plan_scaled`] adds what a quantized linear layer needs: FP8 scales per tensor, per
 //! row/column ([`LtScaling::Outer`]) or in DeepSeek-style 128-blocks ([`LtScaling::Block128`]),
-//! given on the host in roofbench's layouts (`src/gemm/quant.rs`) and uploaded in cuBLASLt's, and
-//! an optional BF16 bias fused into the epilogue ([`LtGemm::run_with_bias`]). The rules of those
-//! scale modes (which GPU and library run them, how many scales, their layouts) are pure and live
-//! in `scales.rs`; this file holds the handles, the FFI calls, the plans and the launches.
+//! given on the host in roofbench's layouts (`src/gemm/quant/mod.rs`) and uploaded in cuBLASLt's,
+//! and an optional BF16 bias fused into the epilogue ([`LtGemm::run_with_bias`]). The rules of
+//! those scale modes (which GPU and library run them, how many scales, their layouts) are pure and
+//! live in `scales.rs`; this file holds the handles, the FFI calls, the plans and the launches.
 
 mod scales;
 #[cfg(test)]
@@ -394,7 +394,7 @@ impl CublasLt {
     }
 
     /// Like `plan` but with the scales' values given on the host in roofbench's layouts
-    /// (src/gemm/quant.rs header): Outer: a [lt_m], b [lt_n]; Block128: a = W blocks row-major
+    /// (src/gemm/quant/mod.rs header): Outer: a [lt_m], b [lt_n]; Block128: a = W blocks row-major
     /// [ceil(lt_m/128)][ceil(k/128)], b = X groups row-major [lt_n][ceil(k/128)].
     /// Uploads them in the layout cuBLASLt requires (convert/transpose/pad as its docs demand) and
     /// sets A/B_SCALE_MODE + A/B_SCALE_POINTER; D's type follows `precision` (bf16 for FP8).

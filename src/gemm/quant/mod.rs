@@ -36,6 +36,12 @@
 //!   output channel;
 //! - block-128 (DeepSeek-V3): X in 1×128 groups, `[M][ceil(K/128)]` scales; W in 128×128 groups,
 //!   `[ceil(N/128)][ceil(K/128)]` scales.
+//!
+//! The GPU side sits beside it: [`gpu`] launches `kernels/gemm/quantize.cu`, and `case.rs` times
+//! one quantization as a case of the gemm suite and checks it against this reference.
+
+pub(super) mod case;
+pub mod gpu;
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
