@@ -130,6 +130,28 @@ impl std::fmt::Display for Element {
     }
 }
 
+/// SplitMix64's increment, 2^64 / φ: consecutive states differ by it, and it spreads small
+/// indices across all 64 bits when used as a multiplier.
+pub const SPLITMIX64_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// SplitMix64's finaliser (Steele, Lea & Flood 2014): a bijection of u64 that scatters nearby
+/// inputs. Used bare as a hash where each GPU thread must compute its own value
+/// (`kernels/kv_evict/select.cu` holds the device copy; the kv_evict suite's `policy=random`
+/// verify cases check the two select the same tokens).
+pub fn splitmix64_mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The SplitMix64 output from state `x`: the finaliser of `x + γ`, so 0 does not map to 0.
+/// Seeds and per-chunk generators derive from it.
+pub fn splitmix64(x: u64) -> u64 {
+    splitmix64_mix(x.wrapping_add(SPLITMIX64_GAMMA))
+}
+
 /// `n` values uniform in [-1, 1), divided by `scale(i)` (FP8 stores value / scale) and encoded
 /// in `e`. Parallel (chunks with their own seeded generator): the largest cases hold GBs of KV.
 pub fn random_encoded(
@@ -145,9 +167,8 @@ pub fn random_encoded(
         .par_chunks_mut(CHUNK * eb)
         .enumerate()
         .for_each(|(c, chunk)| {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(
-                seed ^ (c as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-            );
+            let mut rng =
+                rand::rngs::StdRng::seed_from_u64(seed ^ (c as u64).wrapping_mul(SPLITMIX64_GAMMA));
             for (k, dst) in chunk.chunks_exact_mut(eb).enumerate() {
                 let v: f32 = rng.random_range(-1.0..1.0);
                 e.encode_to(v / scale(c * CHUNK + k), dst);
@@ -203,5 +224,15 @@ mod tests {
             "seeded: reproducible"
         );
         assert_ne!(a, random_encoded(2, 200_000, Element::E4m3, |_| 0.125));
+    }
+
+    #[test]
+    fn splitmix64_matches_the_reference_generator() {
+        // The published SplitMix64 from state 0 outputs 0xe220a8397b1dcdaf, then 0x6e789e6aa1b965f4
+        // (state advanced by γ); the bare finaliser fixes 0.
+        assert_eq!(splitmix64(0), 0xe220_a839_7b1d_cdaf);
+        assert_eq!(splitmix64(SPLITMIX64_GAMMA), 0x6e78_9e6a_a1b9_65f4);
+        assert_eq!(splitmix64_mix(0), 0);
+        assert_eq!(splitmix64_mix(SPLITMIX64_GAMMA), splitmix64(0));
     }
 }

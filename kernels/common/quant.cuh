@@ -1,5 +1,5 @@
 // Quantized GEMM operands (kernels/gemm/): the arithmetic that turns a group of bf16 values into
-// 8-bit codes and one f32 scale. It is defined in src/gemm/quant.rs, whose CPU quantizer these
+// 8-bit codes and one f32 scale. It is defined in src/gemm/quant/mod.rs, whose CPU quantizer these
 // functions reproduce bit for bit:
 //   scale = amax / kMax (IEEE division, round to nearest), or 1 when amax == 0;
 //   y = x / scale (IEEE division), then

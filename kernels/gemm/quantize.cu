@@ -1,14 +1,14 @@
 // Quantization of bf16 GEMM operands to fp8 (e4m3, e5m2) or int8 with f32 scales, bit-exact with
-// the CPU quantizer of src/gemm/quant.rs (the arithmetic is in common/quant.cuh).
+// the CPU quantizer of src/gemm/quant/mod.rs (the arithmetic is in common/quant.cuh).
 //
 // x [rows][cols] bf16, row-major; out [rows][cols] one byte per element. A scaling group is a
 // tile of tile_rows x tile_cols elements, the last ones along each edge partial; scales f32
 // [ceil(rows / tile_rows)][ceil(cols / tile_cols)], row-major. <fmt> is e4m3, e5m2 or int8.
-// Every kernel runs 256 threads per CTA (BLOCK_THREADS in src/gemm/quant_gpu.rs).
+// Every kernel runs 256 threads per CTA (BLOCK_THREADS in src/gemm/quant/gpu.rs).
 //
 // gemm_amax_bf16 (per-tensor, first launch)
 //   partials[blockIdx.x] = max |x| over the block's grid-stride share of x[0, n).
-//   block 256; grid G <= 1024 (AMAX_MAX_GRID in src/gemm/quant_gpu.rs), one CTA per 4096
+//   block 256; grid G <= 1024 (AMAX_MAX_GRID in src/gemm/quant/gpu.rs), one CTA per 4096
 //   elements up to that.
 // gemm_quantize_tensor_<fmt> (per-tensor, second launch: one group, the whole tensor)
 //   every CTA reduces partials[0, G) to the amax (the same value in each: max is exact), CTA 0

@@ -21,7 +21,7 @@ pub enum PathChoice {
     Auto,
     /// Every path that supports the problem, each as its own variant (what `verify` runs).
     All,
-    /// One named path (`wgmma`, `mma`, `stream`, `simt`, ...).
+    /// One named path (`wgmma`, `mma`, `small_m`, `simt`, ...).
     Named(String),
 }
 

@@ -3,9 +3,8 @@
 //!
 //! - [`quant`]: the formats, the scaling schemes (per-tensor; per-token × per-channel; 1×128
 //!   activation and 128×128 weight blocks) and the CPU quantizer, whose arithmetic the GPU one
-//!   reproduces bit for bit;
-//! - [`quant_gpu`]: the launches of `kernels/gemm/quantize.cu` (BF16 in, codes and f32 scales
-//!   out);
+//!   reproduces bit for bit; [`quant::gpu`], the launches of `kernels/gemm/quantize.cu` (BF16 in,
+//!   codes and f32 scales out); `quant/case.rs`, a quantizer timed as a case of the suite;
 //! - [`paths`]: the GEMM kernels of `kernels/gemm/`, one module per family (wgmma, mma.sync,
 //!   small-M streaming, CUDA-core fallback) behind one interface;
 //! - [`config`], [`suite`], [`goals`]: the `gemm` suite: cases, our kernels beside cuBLASLt,
@@ -19,8 +18,6 @@ pub mod goals;
 pub mod paths;
 mod prepared;
 pub mod quant;
-pub mod quant_gpu;
-mod quantize_case;
 pub mod suite;
 
 pub use config::GemmConfig;
@@ -29,7 +26,7 @@ pub use suite::GemmSuite;
 
 /// Every kernel of the family, for the embedded-kernel checks.
 pub fn kernel_names() -> Vec<String> {
-    let mut names = quant_gpu::kernel_names();
+    let mut names = quant::gpu::kernel_names();
     names.extend(paths::kernel_names());
     names
 }

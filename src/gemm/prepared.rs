@@ -1,5 +1,5 @@
 //! A GEMM case on the device: seeded BF16 inputs, quantized on the GPU by the quantizers of
-//! [`super::quant_gpu`], our kernels (one variant per path) and cuBLASLt beside them, each
+//! [`super::quant::gpu`], our kernels (one variant per path) and cuBLASLt beside them, each
 //! verified against an f64 CPU reference and scored for accuracy.
 //!
 //! Verification: Y is pre-filled with NaN (and a guard band after it), the variant runs once,
@@ -18,8 +18,8 @@ use rayon::prelude::*;
 use super::accuracy::{metrics, weights};
 use super::config::{GemmConfig, PathChoice};
 use super::paths::{self, Accumulation, Inputs, Operands};
+use super::quant::gpu::quantize_to_device;
 use super::quant::{round_bf16_f64, Operand, QuantFormat, Quantized, Scheme};
-use super::quant_gpu::quantize_to_device;
 use crate::gpu::cublaslt::{LtGemm, LtPrecision, LtScales, LtScaling};
 use crate::gpu::{Buffer, Gpu, GpuResult};
 use crate::suite::{AccuracyDelta, Check, LaunchFn, Provider, Variant, Variants};

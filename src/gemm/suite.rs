@@ -5,7 +5,7 @@ use anyhow::Result;
 
 use super::config::{GemmConfig, Op};
 use super::prepared::{self, PreparedGemm};
-use super::quantize_case::{self, PreparedQuantize};
+use super::quant::case::{self as quantize_case, PreparedQuantize};
 use crate::gpu::{DeviceInfo, Gpu};
 use crate::measure::Mode;
 use crate::report::ResultRow;
@@ -217,7 +217,7 @@ impl Suite for GemmSuite {
 
     fn kernel_names(&self) -> Vec<String> {
         let mut names = super::paths::kernel_names();
-        names.extend(super::quant_gpu::kernel_names());
+        names.extend(super::quant::gpu::kernel_names());
         names
     }
 

@@ -3,6 +3,7 @@
 
 use rayon::prelude::*;
 
+use crate::numeric::{splitmix64, SPLITMIX64_GAMMA};
 use crate::suite::Check;
 
 /// Fills `out` with pseudo-random words from `seed` (SplitMix64 per index: parallel and fresh
@@ -10,7 +11,7 @@ use crate::suite::Check;
 pub fn random_words(seed: u64, len: usize) -> Vec<u32> {
     let mut out = vec![0u32; len];
     out.par_iter_mut().enumerate().for_each(|(i, w)| {
-        *w = splitmix64(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)) as u32
+        *w = splitmix64(seed ^ (i as u64).wrapping_mul(SPLITMIX64_GAMMA)) as u32
     });
     out
 }
@@ -21,13 +22,6 @@ pub fn random_floats(seed: u64, len: usize) -> Vec<f32> {
         .into_par_iter()
         .map(|w| (w >> 8) as f32 / (1u32 << 23) as f32 - 1.0)
         .collect()
-}
-
-fn splitmix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// Exact sum of all words, wrapping like the kernel's u64 accumulators (integer addition is

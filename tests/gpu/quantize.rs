@@ -3,12 +3,12 @@
 //! Gaussian, outlier, tiny (subnormal scales), huge, tied and all-zero inputs, into outputs
 //! pre-filled with poison (twice, with two patterns, so an unwritten byte cannot pass by
 //! chance), followed by guard elements that must stay untouched. Codes and scales must equal the
-//! CPU quantizer's (src/gemm/quant.rs) bit for bit.
+//! CPU quantizer's (src/gemm/quant/mod.rs) bit for bit.
 
 use half::bf16;
 use roofbench::gemm::accuracy::{gaussian, outliers, weights};
+use roofbench::gemm::quant::gpu::{kernel_names, quantize_on_gpu, GpuQuantizer};
 use roofbench::gemm::quant::{quantize, round_bf16, Operand, QuantFormat, Scheme};
-use roofbench::gemm::quant_gpu::{kernel_names, quantize_on_gpu, GpuQuantizer};
 use roofbench::gpu::Gpu;
 
 /// Elements after each output that no launch may touch.

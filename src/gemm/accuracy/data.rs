@@ -16,6 +16,7 @@ use rand_distr::StandardNormal;
 use rayon::prelude::*;
 
 use crate::gemm::quant::round_bf16;
+use crate::numeric::splitmix64;
 
 /// Share of the columns of X that [`outliers`] scales (at least one column).
 pub const OUTLIER_SHARE: f64 = 0.01;
@@ -54,13 +55,6 @@ impl DataKind {
             DataKind::Outliers => outliers(rows, cols, seed),
         }
     }
-}
-
-pub(crate) fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 /// `n` values `std * z`, z ~ N(0, 1), then `scale(i, value)`, rounded to BF16.

@@ -41,6 +41,7 @@ pub use data::{
 pub use output::{render_table, sqnr_svg};
 
 use super::quant::{quantize, round_bf16_f64, Operand, QuantFormat, Scheme};
+use crate::numeric::splitmix64;
 
 /// Linear layers of real models, `(name, N, K)`: W is `[N][K]` (output × input features).
 /// Llama 3 8B: hidden 4096, 32 q / 8 kv heads of 128, MLP 14336; 70B: hidden 8192, 64 q / 8 kv
@@ -250,9 +251,8 @@ impl Default for ReportOptions {
 /// A seed for one input of one shape: the same whatever else the report holds.
 fn input_seed(seed: u64, shape: &GemmShape, tag: &str) -> u64 {
     let text = format!("{}:{}x{}x{}:{tag}", shape.name, shape.m, shape.n, shape.k);
-    text.bytes().fold(data::splitmix64(seed), |h, b| {
-        data::splitmix64(h ^ u64::from(b))
-    })
+    text.bytes()
+        .fold(splitmix64(seed), |h, b| splitmix64(h ^ u64::from(b)))
 }
 
 fn widen(v: &[f32]) -> Vec<f64> {

@@ -14,7 +14,7 @@
 
 pub mod mma;
 pub mod simt;
-pub mod stream;
+pub mod small_m;
 pub mod wgmma;
 
 use std::fmt;
@@ -174,7 +174,7 @@ pub type Arch = (u32, u32);
 
 /// One family of GEMM kernels.
 pub trait GemmPath: Sync {
-    /// Short name used on the command line and in result rows: `wgmma`, `mma`, `stream`, `simt`.
+    /// Short name used on the command line and in result rows: `wgmma`, `mma`, `small_m`, `simt`.
     fn name(&self) -> &'static str;
     /// Every kernel this path may launch (checked against the embedded build by the tests).
     fn kernel_names(&self) -> Vec<String>;
@@ -238,7 +238,7 @@ impl Accumulation {
 /// sm_80 and newer, and last the CUDA-core fallback that takes any shape.
 pub fn all() -> Vec<&'static dyn GemmPath> {
     vec![
-        &stream::StreamPath,
+        &small_m::SmallMPath,
         &wgmma::WgmmaPath::STANDARD,
         &wgmma::WgmmaPath::PROMOTED,
         &mma::MmaPath,

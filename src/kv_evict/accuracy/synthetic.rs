@@ -32,8 +32,7 @@ use rand_distr::StandardNormal;
 use rayon::prelude::*;
 
 use super::{check_shape, KvCapture};
-use crate::kv_evict::policy::splitmix64;
-use crate::numeric::Element;
+use crate::numeric::{splitmix64_mix, Element};
 
 /// Planted heavy hitters per kv head.
 pub const HEAVY_HITTERS: usize = 8;
@@ -108,7 +107,7 @@ enum Stream {
 /// Small generators: the noise of a 4096-token capture is tens of millions of values.
 fn stream_rng(seed: u64, stream: Stream, chunk: usize) -> SmallRng {
     let tag = ((stream as u64) << 32) | chunk as u64;
-    SmallRng::seed_from_u64(splitmix64(seed ^ splitmix64(tag)))
+    SmallRng::seed_from_u64(splitmix64_mix(seed ^ splitmix64_mix(tag)))
 }
 
 /// `n` iid N(0, 1) values of `stream`, in parallel chunks.

@@ -1,4 +1,5 @@
-//! The GPU quantizer: launches of `kernels/gemm/quantize.cu`, bit-exact with [`super::quant`].
+//! The GPU quantizer: launches of `kernels/gemm/quantize.cu`, bit-exact with [`super`] (the CPU
+//! quantizer).
 //!
 //! - per-tensor: `gemm_amax_bf16` (partial maxima, one per CTA) then
 //!   `gemm_quantize_tensor_<fmt>` (every CTA reduces the partials to the scale);
@@ -8,7 +9,7 @@
 
 use anyhow::{ensure, Result};
 
-use super::quant::{scales_shape, Operand, QuantFormat, Quantized, Scheme, BLOCK};
+use super::{scales_shape, Operand, QuantFormat, Quantized, Scheme, BLOCK};
 use crate::gpu::{Buffer, Gpu, Kernel};
 
 /// Threads per CTA of every quantization kernel.
@@ -277,7 +278,7 @@ pub fn quantize_to_device(
 }
 
 /// Quantizes `x` (`[rows][cols]`) on the device and brings the result back: the GPU twin of
-/// [`super::quant::quantize`] on `x` widened to f32.
+/// [`super::quantize`] on `x` widened to f32.
 pub fn quantize_on_gpu(
     gpu: &Gpu,
     x: &[half::bf16],

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Host simulation of kernels/gemm/stream.cu (the `stream` GEMM path), lane by lane.
+"""Host simulation of kernels/gemm/small_m.cu (the `small_m` GEMM path), lane by lane.
 
 What it checks. It executes the kernel's index arithmetic for every CTA (blockIdx.x, blockIdx.y),
 warp and lane of the simulated grid, and compares Y with a float64 reference:
@@ -44,9 +44,9 @@ are exact here: float64, s32), the memory model beyond the barrier/wait-group bo
 (threads of a CTA run in lock step; cp.async writes land when waited for), L2 prefetch hints,
 code generation (ptxas -v is the check for spills), and only the CTA columns listed for large N.
 
-Run:  python3 scripts/sim/stream_sim.py            (representative set, a few minutes)
-      python3 scripts/sim/stream_sim.py --full     (the whole cross product, long)
-      python3 scripts/sim/stream_sim.py --break a_order --only s8 --limit 3
+Run:  python3 scripts/sim/small_m_sim.py            (representative set, a few minutes)
+      python3 scripts/sim/small_m_sim.py --full     (the whole cross product, long)
+      python3 scripts/sim/small_m_sim.py --break a_order --only s8 --limit 3
           (inject a bug, which must be caught: exit status 0 then; --break list names them)
       --only KIND, --limit N, --case KIND,ARCH,M,N,K,MODE: a subset. Exit status 0 when every case matches.
 Needs only Python 3 and numpy.
@@ -143,7 +143,7 @@ def widen_fp8x4(w, fmt, t16):
 
 
 def widen_s8x4_bf16(w):
-    """stream.cu widen_s8x4_bf16: 4 int8 -> two words of bf16 pairs."""
+    """small_m.cu widen_s8x4_bf16: 4 int8 -> two words of bf16 pairs."""
     u = np.asarray(w, np.uint32) ^ np.uint32(0x80808080)
     f = []
     for i in range(4):
@@ -236,7 +236,7 @@ def mma(a, b, elem, kshape):
 
 
 # ------------------------------------------------------------------------------------------------
-# The kernel's traits and geometry (stream.cu Traits<Kind>, Geometry<Kind, MB>).
+# The kernel's traits and geometry (small_m.cu Traits<Kind>, Geometry<Kind, MB>).
 
 class Kind:
     def __init__(self, name, arch):
@@ -249,7 +249,7 @@ class Kind:
         self.x_bytes = 1 if (self.fmt and not self.wonly) else 2
         self.scaled_x = self.x_bytes == 1
         self.scaled = name != "bf16"
-        # RB_STREAM_FP8_WIDEN: the native fp8 mma on sm_89 only
+        # RB_SMALL_M_FP8_WIDEN: the native fp8 mma on sm_89 only
         fp8_widen = arch != 89
         self.native_cvt = arch >= 89  # widen_fp8x4<F, __half> uses cvt (exact) there
         if name == "bf16":
@@ -509,7 +509,7 @@ def run_cta(P, bx, z, splits, mem, brk):
             else:
                 acc[warp] += part
 
-    # --- main loop, as stream.cu: X(it+1) and W(it+1) requested before it is computed
+    # --- main loop, as small_m.cu: X(it+1) and W(it+1) requested before it is computed
     wv = {"a": None, "b": None}
     if it_begin < it_end:
         stage_x(it_begin, 0)

@@ -1,9 +1,9 @@
-//! The `stream` path: small-M GEMMs (M = 1..64, decode) that read the weights once at memory
-//! bandwidth, launched from `kernels/gemm/stream.cu` (its header comment gives the design).
+//! The `small_m` path: small-M GEMMs (M = 1..64, decode) that read the weights once at memory
+//! bandwidth, launched from `kernels/gemm/small_m.cu` (its header comment gives the design).
 //!
 //! - One kernel per input kind and M bucket (8, 16, 32 or 64 tokens: the smallest bucket ≥ M):
-//!   `gemm_stream_bf16_m*`, `gemm_stream_{e4m3,e5m2,s8}_m*` (W8A8) and
-//!   `gemm_stream_w{e4m3,e5m2,s8}_abf16_m*` (weight-only).
+//!   `gemm_small_m_bf16_m*`, `gemm_small_m_{e4m3,e5m2,s8}_m*` (W8A8) and
+//!   `gemm_small_m_w{e4m3,e5m2,s8}_abf16_m*` (weight-only).
 //! - A CTA (256 threads) owns 64 rows of W; its two warp rows split each iteration's K chunk.
 //!   `gridDim = (ceil(N / 64), S)`: when N / 64 CTAs do not fill the device, K is split across S
 //!   CTAs too (see [`choose_splits`]), with a f32 workspace `[S][M][N]` and one counter per 64-row
@@ -51,7 +51,7 @@ fn kind_name(inputs: Inputs) -> String {
 
 /// The kernel of `inputs` for bucket `mb`.
 pub fn kernel_name(inputs: Inputs, mb: usize) -> String {
-    format!("gemm_stream_{}_m{mb}", kind_name(inputs))
+    format!("gemm_small_m_{}_m{mb}", kind_name(inputs))
 }
 
 /// The smallest bucket holding `m` tokens (None above [`MAX_M`]).
@@ -181,12 +181,12 @@ impl Plan {
     }
 }
 
-/// The `stream` GEMM path.
-pub struct StreamPath;
+/// The `small_m` GEMM path.
+pub struct SmallMPath;
 
-impl GemmPath for StreamPath {
+impl GemmPath for SmallMPath {
     fn name(&self) -> &'static str {
-        "stream"
+        "small_m"
     }
 
     fn kernel_names(&self) -> Vec<String> {
@@ -202,13 +202,13 @@ impl GemmPath for StreamPath {
     fn supports(&self, problem: &Problem, arch: Arch) -> std::result::Result<(), String> {
         if arch < (8, 0) {
             return Err(format!(
-                "the stream path needs sm_80 or newer (mma.sync, cp.async); got sm_{}{}",
+                "the small_m path needs sm_80 or newer (mma.sync, cp.async); got sm_{}{}",
                 arch.0, arch.1
             ));
         }
         if problem.m > MAX_M {
             return Err(format!(
-                "the stream path is for M ≤ {MAX_M} (decode); use wgmma/mma; got M = {}",
+                "the small_m path is for M ≤ {MAX_M} (decode); use wgmma/mma; got M = {}",
                 problem.m
             ));
         }
@@ -226,7 +226,7 @@ impl GemmPath for StreamPath {
         let limit = i32::MAX as usize - 1024;
         if problem.k > limit || problem.n > limit {
             return Err(format!(
-                "the stream kernels index K and N with 32-bit ints: N and K must be at most \
+                "the small_m kernels index K and N with 32-bit ints: N and K must be at most \
                  {limit}; got N = {}, K = {}",
                 problem.n, problem.k
             ));
@@ -250,7 +250,7 @@ impl GemmPath for StreamPath {
     fn prepare(&self, gpu: &Gpu, problem: &Problem) -> Result<Box<dyn GemmLaunch>> {
         let arch = gpu.info().compute_capability;
         self.supports(problem, arch)
-            .map_err(|why| anyhow::anyhow!("stream: {why}"))?;
+            .map_err(|why| anyhow::anyhow!("small_m: {why}"))?;
         let mb = bucket(problem.m).unwrap_or(MAX_M);
         let kernel = gpu.kernel(&kernel_name(problem.inputs, mb))?;
         let shared = Geometry::of(problem.inputs, mb).shared_bytes as u32;
@@ -259,7 +259,7 @@ impl GemmPath for StreamPath {
         let plan = Plan::new(problem, slots);
         ensure!(
             plan.ctas_n <= i32::MAX as usize,
-            "stream: {} CTAs exceed the grid limit",
+            "small_m: {} CTAs exceed the grid limit",
             plan.ctas_n
         );
         let (workspace, counters) = if plan.splits > 1 {
@@ -270,7 +270,7 @@ impl GemmPath for StreamPath {
         } else {
             (None, None)
         };
-        Ok(Box::new(StreamLaunch {
+        Ok(Box::new(SmallMLaunch {
             problem: *problem,
             kernel,
             plan,
@@ -288,7 +288,7 @@ impl GemmPath for StreamPath {
 }
 
 /// The prepared launch of one problem.
-pub struct StreamLaunch {
+pub struct SmallMLaunch {
     problem: Problem,
     kernel: Kernel,
     plan: Plan,
@@ -304,7 +304,7 @@ pub struct StreamLaunch {
     null: u64,
 }
 
-impl GemmLaunch for StreamLaunch {
+impl GemmLaunch for SmallMLaunch {
     fn enqueue(&mut self, gpu: &Gpu, operands: &Operands) -> GpuResult<()> {
         if self.m == 0 || self.n == 0 {
             return Ok(()); // an empty Y
@@ -360,7 +360,7 @@ impl GemmLaunch for StreamLaunch {
             String::new()
         };
         format!(
-            "stream m{}{split}, {} CTAs of 256 ({} rows x {} K per iteration, {} slots)",
+            "small_m m{}{split}, {} CTAs of 256 ({} rows x {} K per iteration, {} slots)",
             p.geometry.mb,
             p.ctas_n * p.splits,
             ROWS_PER_CTA,
@@ -390,14 +390,14 @@ mod tests {
 
     #[test]
     fn names_and_buckets() {
-        let names = StreamPath.kernel_names();
+        let names = SmallMPath.kernel_names();
         assert_eq!(names.len(), 7 * 4);
         for name in [
-            "gemm_stream_bf16_m8",
-            "gemm_stream_e4m3_m16",
-            "gemm_stream_s8_m64",
-            "gemm_stream_we5m2_abf16_m32",
-            "gemm_stream_ws8_abf16_m8",
+            "gemm_small_m_bf16_m8",
+            "gemm_small_m_e4m3_m16",
+            "gemm_small_m_s8_m64",
+            "gemm_small_m_we5m2_abf16_m32",
+            "gemm_small_m_ws8_abf16_m8",
         ] {
             assert!(names.iter().any(|n| n == name), "{name}");
         }
@@ -423,42 +423,42 @@ mod tests {
                 (33, 200, 4096),
                 (64, 28672, 8192),
             ] {
-                assert_eq!(StreamPath.supports(&problem(m, n, k, inputs), H100), Ok(()));
+                assert_eq!(SmallMPath.supports(&problem(m, n, k, inputs), H100), Ok(()));
                 assert_eq!(
-                    StreamPath.supports(&problem(m, n, k, inputs), (8, 6)),
+                    SmallMPath.supports(&problem(m, n, k, inputs), (8, 6)),
                     Ok(())
                 );
             }
         }
         // bf16 rows need K % 8 only.
         assert_eq!(
-            StreamPath.supports(&problem(1, 64, 72, Inputs::Bf16), H100),
+            SmallMPath.supports(&problem(1, 64, 72, Inputs::Bf16), H100),
             Ok(())
         );
     }
 
     #[test]
     fn supports_rejects_with_reasons() {
-        let e = StreamPath
+        let e = SmallMPath
             .supports(&problem(65, 4096, 4096, Inputs::Bf16), H100)
             .unwrap_err();
         assert!(e.contains("M ≤ 64") && e.contains("M = 65"), "{e}");
-        let e = StreamPath
+        let e = SmallMPath
             .supports(&problem(1, 4096, 4096, Inputs::Bf16), (7, 5))
             .unwrap_err();
         assert!(e.contains("sm_80") && e.contains("sm_75"), "{e}");
-        let e = StreamPath
+        let e = SmallMPath
             .supports(
                 &problem(1, 4096, 72, Inputs::Quantized(QuantFormat::E4m3)),
                 H100,
             )
             .unwrap_err();
         assert!(e.contains("multiple of 16") && e.contains("K = 72"), "{e}");
-        let e = StreamPath
+        let e = SmallMPath
             .supports(&problem(1, 4096, 100, Inputs::Bf16), H100)
             .unwrap_err();
         assert!(e.contains("multiple of 8") && e.contains("K = 100"), "{e}");
-        let e = StreamPath
+        let e = SmallMPath
             .supports(
                 &problem(
                     1,

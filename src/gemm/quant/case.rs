@@ -5,10 +5,10 @@
 use anyhow::Result;
 use rand::Rng;
 
-use super::accuracy::weights;
-use super::config::GemmConfig;
-use super::quant::{quantize, Operand};
-use super::quant_gpu::GpuQuantizer;
+use super::gpu::GpuQuantizer;
+use super::{quantize, Operand};
+use crate::gemm::accuracy::weights;
+use crate::gemm::config::GemmConfig;
 use crate::gpu::{Buffer, Gpu, GpuResult};
 use crate::suite::{Check, LaunchFn, Provider, Variant, Variants};
 
@@ -24,7 +24,7 @@ pub struct PreparedQuantize {
 /// Device bytes of a quantization case.
 pub fn device_bytes(c: &GemmConfig, role: Operand) -> u64 {
     let (rows, cols) = c.quantized_operand(role);
-    (rows * cols * 3) as u64 + c.scale_bytes(role) + 4 * super::quant_gpu::AMAX_MAX_GRID as u64
+    (rows * cols * 3) as u64 + c.scale_bytes(role) + 4 * super::gpu::AMAX_MAX_GRID as u64
 }
 
 impl PreparedQuantize {

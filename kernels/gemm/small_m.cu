@@ -1,5 +1,5 @@
 // Small-M GEMMs (M = 1..64, the decode case): Y = X · Wᵀ with the weights W streamed once from
-// DRAM at copy bandwidth. Launched by src/gemm/paths/stream.rs (path "stream").
+// DRAM at copy bandwidth. Launched by src/gemm/paths/small_m.rs (path "small_m").
 //
 // Design ("swap AB"): the tensor cores compute Yᵀ = W · Xᵀ, so W rows are the mma A operand (16
 // output channels per fragment) and the tokens are B (n8 = 8 tokens per fragment): an M of 1..64
@@ -33,7 +33,7 @@
 //   rows are padded so the 8 lanes of a quarter-warp hit distinct banks.
 // - Input kinds (Traits below): BF16 x BF16 (bf16 mma); W8A8 int8 (s8 mma k32, exact s32);
 //   W8A8 fp8 (the e4m3/e5m2 mma k32 on sm_89 only; elsewhere both operands widened exactly to f16
-//   for the f16 mma, see RB_STREAM_FP8_WIDEN); weight-only W8A16 (W codes widened exactly to bf16, bf16 mma with X bf16).
+//   for the f16 mma, see RB_SMALL_M_FP8_WIDEN); weight-only W8A16 (W codes widened exactly to bf16, bf16 mma with X bf16).
 // - Accumulation: each 128-wide K block is summed in fresh mma accumulators ("partials") and then
 //   added to f32 registers: times scale_x[m][kb]·scale_w[n/128][kb] in block-128 mode (3), as is
 //   ("promotion") otherwise. This keeps int8 sums exact in s32 within a block and bounds how many
@@ -48,9 +48,9 @@
 // 16, and X and W 16-byte aligned: the Rust side checks).
 //
 // Kernels (extern "C", listed at the end of this file; MB = M bucket = 8 x token fragments):
-//   gemm_stream_bf16_m{8,16,32,64}                     BF16 x BF16, mode 0
-//   gemm_stream_{e4m3,e5m2,s8}_m{8,16,32,64}           W8A8, modes 1-3
-//   gemm_stream_w{e4m3,e5m2,s8}_abf16_m{8,16,32,64}    W8 x A16 (weight-only), modes 1-3
+//   gemm_small_m_bf16_m{8,16,32,64}                     BF16 x BF16, mode 0
+//   gemm_small_m_{e4m3,e5m2,s8}_m{8,16,32,64}           W8A8, modes 1-3
+//   gemm_small_m_w{e4m3,e5m2,s8}_abf16_m{8,16,32,64}    W8 x A16 (weight-only), modes 1-3
 // Arguments: (x, w, y, scale_x, scale_w, bias, m, n, k, scale_mode, workspace, counters): the
 // common tail of src/gemm/paths/mod.rs plus the split-K workspace (f32 [gridDim.y][m][n]) and
 // counters (u32 [gridDim.x], zero before the first launch); both may be null when gridDim.y == 1.
@@ -64,7 +64,7 @@
 #include "common/mma.cuh"
 
 namespace rb {
-namespace stream {
+namespace small_m {
 
 constexpr int kThreads = 256;
 constexpr int kWarpsN = 4;                // warps along N: 16 rows of W each
@@ -184,9 +184,9 @@ template <> struct Traits<W8A8<S8>> {
 // operands to f16 inside every mma (NVIDIA/cutlass#1986), which here would convert each W vector
 // once per token fragment (up to 8 times) instead of once.
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ < 890 || __CUDA_ARCH__ >= 900)
-#define RB_STREAM_FP8_WIDEN 1
+#define RB_SMALL_M_FP8_WIDEN 1
 #else
-#define RB_STREAM_FP8_WIDEN 0
+#define RB_SMALL_M_FP8_WIDEN 0
 #endif
 
 template <typename F> struct Fp8Mma;
@@ -197,7 +197,7 @@ template <typename F> struct Traits<W8A8<F>> {
   static constexpr int kWBytes = 1, kXBytes = 1;
   static constexpr bool kScaledX = true, kScaled = true;
   using Acc = float;
-#if RB_STREAM_FP8_WIDEN
+#if RB_SMALL_M_FP8_WIDEN
   static constexpr int kSteps = 4;
   __device__ __forceinline__ static void a_words(const uint4& v, uint32_t (&o)[8]) {
     widen_fp8x16<F, __half>(v, o);
@@ -257,7 +257,7 @@ template <typename F> struct Traits<WOnly<F>> {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Geometry of one (kind, bucket); mirrored by src/gemm/paths/stream.rs (shared_bytes).
+// Geometry of one (kind, bucket); mirrored by src/gemm/paths/small_m.rs (shared_bytes).
 template <typename Kind, int MB> struct Geometry {
   using Tr = Traits<Kind>;
   static constexpr int kTiles = MB / 8;                 // token fragments (n8)
@@ -284,7 +284,7 @@ template <typename Kind, int MB> struct Geometry {
 // for fp8 x fp8 widened to f16 (every target but sm_89): more registers for the widened words,
 // no spills.
 template <typename Kind, int MB> constexpr int min_blocks() {
-  return MB <= 16 && !(RB_STREAM_FP8_WIDEN && Traits<Kind>::kWBytes == 1 &&
+  return MB <= 16 && !(RB_SMALL_M_FP8_WIDEN && Traits<Kind>::kWBytes == 1 &&
                        Traits<Kind>::kXBytes == 1 && !std::is_same_v<Kind, W8A8<S8>>)
              ? 2
              : 1;
@@ -522,31 +522,31 @@ __device__ __forceinline__ void gemm(const void* x_, const void* w_, __nv_bfloat
   if (tid == 0) counters[blockIdx.x] = 0;  // ready for the next launch
 }
 
-}  // namespace stream
+}  // namespace small_m
 }  // namespace rb
 
 // ---------------------------------------------------------------------------------------------
 // The kernels.
-#define RB_STREAM_KERNEL(NAME, KIND, MB)                                                         \
-  extern "C" __global__ void __launch_bounds__(rb::stream::kThreads,                            \
-                                                  (rb::stream::min_blocks<KIND, MB>()))         \
+#define RB_SMALL_M_KERNEL(NAME, KIND, MB)                                                         \
+  extern "C" __global__ void __launch_bounds__(rb::small_m::kThreads,                            \
+                                                  (rb::small_m::min_blocks<KIND, MB>()))         \
       NAME(const void* x, const void* w, __nv_bfloat16* y, const float* scale_x,                \
            const float* scale_w, const __nv_bfloat16* bias, int m, int n, int k, int scale_mode, \
            float* workspace, unsigned int* counters) {                                           \
-    rb::stream::gemm<KIND, MB>(x, w, y, scale_x, scale_w, bias, m, n, k, scale_mode, workspace, \
+    rb::small_m::gemm<KIND, MB>(x, w, y, scale_x, scale_w, bias, m, n, k, scale_mode, workspace, \
                                counters);                                                        \
   }
 
-#define RB_STREAM_BUCKETS(PREFIX, KIND)   \
-  RB_STREAM_KERNEL(PREFIX##_m8, KIND, 8)   \
-  RB_STREAM_KERNEL(PREFIX##_m16, KIND, 16) \
-  RB_STREAM_KERNEL(PREFIX##_m32, KIND, 32) \
-  RB_STREAM_KERNEL(PREFIX##_m64, KIND, 64)
+#define RB_SMALL_M_BUCKETS(PREFIX, KIND)   \
+  RB_SMALL_M_KERNEL(PREFIX##_m8, KIND, 8)   \
+  RB_SMALL_M_KERNEL(PREFIX##_m16, KIND, 16) \
+  RB_SMALL_M_KERNEL(PREFIX##_m32, KIND, 32) \
+  RB_SMALL_M_KERNEL(PREFIX##_m64, KIND, 64)
 
-RB_STREAM_BUCKETS(gemm_stream_bf16, rb::stream::Bf16In)
-RB_STREAM_BUCKETS(gemm_stream_e4m3, rb::stream::W8A8<rb::E4m3>)
-RB_STREAM_BUCKETS(gemm_stream_e5m2, rb::stream::W8A8<rb::E5m2>)
-RB_STREAM_BUCKETS(gemm_stream_s8, rb::stream::W8A8<rb::stream::S8>)
-RB_STREAM_BUCKETS(gemm_stream_we4m3_abf16, rb::stream::WOnly<rb::E4m3>)
-RB_STREAM_BUCKETS(gemm_stream_we5m2_abf16, rb::stream::WOnly<rb::E5m2>)
-RB_STREAM_BUCKETS(gemm_stream_ws8_abf16, rb::stream::WOnly<rb::stream::S8>)
+RB_SMALL_M_BUCKETS(gemm_small_m_bf16, rb::small_m::Bf16In)
+RB_SMALL_M_BUCKETS(gemm_small_m_e4m3, rb::small_m::W8A8<rb::E4m3>)
+RB_SMALL_M_BUCKETS(gemm_small_m_e5m2, rb::small_m::W8A8<rb::E5m2>)
+RB_SMALL_M_BUCKETS(gemm_small_m_s8, rb::small_m::W8A8<rb::small_m::S8>)
+RB_SMALL_M_BUCKETS(gemm_small_m_we4m3_abf16, rb::small_m::WOnly<rb::E4m3>)
+RB_SMALL_M_BUCKETS(gemm_small_m_we5m2_abf16, rb::small_m::WOnly<rb::E5m2>)
+RB_SMALL_M_BUCKETS(gemm_small_m_ws8_abf16, rb::small_m::WOnly<rb::small_m::S8>)
