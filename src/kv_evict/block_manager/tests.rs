@@ -1,0 +1,600 @@
+//! Unit tests of the block manager, one behaviour each.
+
+use super::*;
+
+const A: SeqId = SeqId(1);
+const B: SeqId = SeqId(2);
+const C: SeqId = SeqId(3);
+
+fn checked(m: &BlockManager) {
+    if let Err(e) = m.check_invariants() {
+        panic!("invariant broken: {e}\n{m:#?}");
+    }
+}
+
+fn table(m: &BlockManager, id: SeqId) -> Vec<u32> {
+    m.block_table(id).unwrap().to_vec()
+}
+
+#[test]
+fn equal_prefixes_share_full_blocks() {
+    let mut m = BlockManager::new(16, 4, 0);
+    let prompt: Vec<u32> = (0..10).collect();
+    assert_eq!(m.add_sequence(A, &prompt).unwrap().num_cached_tokens, 0);
+    // Same two full blocks, different tail: both full blocks are shared, the partial is not.
+    let mut same_prefix = prompt[..8].to_vec();
+    same_prefix.extend([77, 78, 79]);
+    let hit = m.add_sequence(B, &same_prefix).unwrap();
+    assert_eq!((hit.num_cached_tokens, hit.num_tokens_to_compute()), (8, 3));
+    let (a, b) = (table(&m, A), table(&m, B));
+    assert_eq!(b[..2], a[..2]);
+    assert_ne!(b[2], a[2]);
+    assert_eq!(
+        (m.refcount(a[0]), m.refcount(a[1]), m.refcount(a[2])),
+        (2, 2, 1)
+    );
+    // A different token in block 1 shares block 0 only: the chained hash of block 1 differs.
+    let mut diverging = prompt.clone();
+    diverging[5] = 99;
+    assert_eq!(m.add_sequence(C, &diverging).unwrap().num_cached_tokens, 4);
+    let c = table(&m, C);
+    assert_eq!(c[0], a[0]);
+    assert!(!a.contains(&c[1]));
+    assert_eq!(m.refcount(a[0]), 3);
+    checked(&m);
+}
+
+#[test]
+fn equal_blocks_after_different_prefixes_are_not_shared() {
+    let mut m = BlockManager::new(8, 2, 2);
+    m.add_sequence(A, &[1, 2, 5, 6]).unwrap();
+    // Block 1 has the same tokens but follows a different block: its K/V differs.
+    let b = m.add_sequence(B, &[3, 4, 5, 6]).unwrap();
+    assert_eq!(b.num_cached_tokens, 0);
+    // Swap-in takes back cached blocks by hash at any position, not just a prefix: it finds
+    // B's own blocks, still cached, and must not mistake A's block 1 for B's.
+    let b = table(&m, B);
+    m.swap_out(B).unwrap();
+    assert!(m.swap_in(B).unwrap().pairs.is_empty());
+    assert_eq!(table(&m, B), b);
+    assert_eq!(m.refcount(table(&m, A)[1]), 1);
+    assert_eq!(m.tokens(B).unwrap(), [3, 4, 5, 6]);
+    checked(&m);
+}
+
+#[test]
+fn fork_then_append_copies_the_shared_partial_block() {
+    let mut m = BlockManager::new(8, 4, 0);
+    m.add_sequence(A, &[1, 2, 3, 4, 5, 6]).unwrap();
+    m.fork(A, B).unwrap();
+    let parent = table(&m, A);
+    assert_eq!(table(&m, B), parent);
+    assert_eq!(m.refcount(parent[1]), 2);
+
+    let out = m.append_token(B, 7).unwrap();
+    let copy = out.copy.expect("the partial block is shared");
+    assert_eq!(copy.src, parent[1]);
+    assert_eq!((out.block, out.offset), (copy.dst, 2));
+    assert_eq!(table(&m, B), [parent[0], copy.dst]);
+    assert_eq!(table(&m, A), parent);
+    assert_eq!(m.tokens(A).unwrap(), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(m.tokens(B).unwrap(), [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(
+        (
+            m.refcount(parent[0]),
+            m.refcount(parent[1]),
+            m.refcount(copy.dst)
+        ),
+        (2, 1, 1)
+    );
+
+    // The parent now holds its partial block alone: written in place.
+    let out = m.append_token(A, 8).unwrap();
+    assert_eq!((out.block, out.offset, out.copy), (parent[1], 2, None));
+    assert_eq!(m.tokens(A).unwrap(), [1, 2, 3, 4, 5, 6, 8]);
+    checked(&m);
+}
+
+#[test]
+fn append_to_a_full_block_allocates_and_full_blocks_are_cached() {
+    let mut m = BlockManager::new(8, 2, 0);
+    m.add_sequence(A, &[1, 2]).unwrap();
+    m.fork(A, B).unwrap();
+    // Full shared block: a new block, no copy.
+    let out = m.append_token(A, 3).unwrap();
+    assert_eq!((out.offset, out.copy), (0, None));
+    assert_eq!(m.append_token(A, 4).unwrap().block, out.block);
+    // The block that filled by appending is registered: a prompt with that prefix reuses it.
+    assert_eq!(
+        m.add_sequence(C, &[1, 2, 3, 4, 5])
+            .unwrap()
+            .num_cached_tokens,
+        4
+    );
+    assert_eq!(table(&m, C)[1], out.block);
+    checked(&m);
+}
+
+#[test]
+fn lru_evicts_the_least_recently_released_cached_block() {
+    let mut m = BlockManager::new(3, 2, 0);
+    let prompts = [[1, 2], [3, 4], [5, 6]];
+    for (i, p) in prompts.iter().enumerate() {
+        m.add_sequence(SeqId(i as u64), p).unwrap();
+    }
+    let blocks: Vec<u32> = (0..3).map(|i| table(&m, SeqId(i))[0]).collect();
+    for i in [0, 2, 1] {
+        m.free_sequence(SeqId(i)).unwrap();
+    }
+    assert_eq!((m.num_free_blocks(), m.num_cached_blocks()), (0, 3));
+    // Evicts sequence 0's block, released first.
+    assert_eq!(
+        m.add_sequence(SeqId(10), &[7, 8])
+            .unwrap()
+            .num_cached_tokens,
+        0
+    );
+    assert_eq!(table(&m, SeqId(10)), [blocks[0]]);
+    // The other two still hit.
+    assert_eq!(
+        m.add_sequence(SeqId(11), &[5, 6])
+            .unwrap()
+            .num_cached_tokens,
+        2
+    );
+    assert_eq!(table(&m, SeqId(11)), [blocks[2]]);
+    m.free_sequence(SeqId(11)).unwrap();
+    // [1, 2] no longer hits; the oldest cached block now is sequence 1's.
+    assert_eq!(
+        m.add_sequence(SeqId(12), &[1, 2])
+            .unwrap()
+            .num_cached_tokens,
+        0
+    );
+    assert_eq!(table(&m, SeqId(12)), [blocks[1]]);
+    assert_eq!(
+        m.add_sequence(SeqId(13), &[5, 6])
+            .unwrap()
+            .num_cached_tokens,
+        2
+    );
+    checked(&m);
+}
+
+#[test]
+fn a_sequence_is_evicted_tail_first() {
+    let mut m = BlockManager::new(4, 2, 0);
+    m.add_sequence(A, &[1, 2, 3, 4, 5, 6]).unwrap();
+    let a = table(&m, A);
+    m.free_sequence(A).unwrap();
+    // One block from the free list, one evicted: A's last block, released first.
+    m.add_sequence(B, &[9; 4]).unwrap();
+    assert_eq!(table(&m, B)[1], a[2]);
+    assert_eq!(
+        m.add_sequence(C, &[1, 2, 3, 4]).unwrap().num_cached_tokens,
+        4
+    );
+    assert_eq!(table(&m, C), a[..2]);
+    checked(&m);
+}
+
+#[test]
+fn failed_operations_change_nothing() {
+    use BlockError::*;
+    let mut m = BlockManager::new(4, 2, 1);
+    m.add_sequence(A, &[1, 2, 3]).unwrap();
+    m.fork(A, B).unwrap();
+    m.add_sequence(C, &[4, 5]).unwrap();
+    m.free_sequence(C).unwrap();
+    // 1 free + 1 cached block: a 3-block prompt fails without evicting the cached one.
+    let before = m.clone();
+    let oob = |needed, available| OutOfBlocks { needed, available };
+    assert_eq!(m.add_sequence(C, &[7; 6]), Err(oob(3, 2)));
+    assert_eq!(m.add_sequence(A, &[1]), Err(SequenceExists(A)));
+    assert_eq!(m.fork(A, B), Err(SequenceExists(B)));
+    assert_eq!(m.fork(C, SeqId(9)), Err(UnknownSequence(C)));
+    let slots = Err(OutOfHostSlots {
+        needed: 2,
+        available: 1,
+    });
+    assert_eq!(m.swap_out(A), slots);
+    assert_eq!(m.swap_in(A), Err(NotSwapped(A, Residency::Device)));
+    assert_eq!(m.resume(A), Err(NotDropped(A, Residency::Device)));
+    assert_eq!(m.free_sequence(C), Err(UnknownSequence(C)));
+    assert_eq!(m, before);
+    // With every block taken, the copy-on-write of A's shared partial block fails too.
+    m.add_sequence(C, &[7; 4]).unwrap();
+    assert!(!m.can_allocate(1));
+    let before = m.clone();
+    assert_eq!(m.append_token(A, 5), Err(oob(1, 0)));
+    assert_eq!(m, before);
+    checked(&m);
+}
+
+#[test]
+fn swap_out_and_in_round_trips() {
+    let mut m = BlockManager::new(4, 4, 4);
+    let prompt: Vec<u32> = (0..10).collect();
+    m.add_sequence(A, &prompt).unwrap();
+    let blocks = table(&m, A);
+    let out = m.swap_out(A).unwrap();
+    assert_eq!(out.direction, SwapDirection::DeviceToHost);
+    assert_eq!(out.pairs.iter().map(|p| p.0).collect::<Vec<_>>(), blocks);
+    assert_eq!(m.residency(A), Ok(Residency::Host));
+    assert_eq!(
+        m.append_token(A, 1),
+        Err(BlockError::NotOnDevice(A, Residency::Host))
+    );
+    // The full blocks stay cached, the partial one is free; the tokens are on the host.
+    assert_eq!(
+        (
+            m.num_free_blocks(),
+            m.num_cached_blocks(),
+            m.num_free_host_slots()
+        ),
+        (2, 2, 1)
+    );
+    assert_eq!(m.tokens(A).unwrap(), prompt);
+    checked(&m);
+
+    // Evict everything, so that swap-in copies every block.
+    m.add_sequence(B, &[50; 16]).unwrap();
+    m.free_sequence(B).unwrap();
+    m.add_sequence(B, &[60; 4]).unwrap();
+    let back = m.swap_in(A).unwrap();
+    assert_eq!(back.direction, SwapDirection::HostToDevice);
+    assert_eq!(back.pairs.len(), 3);
+    assert_eq!(
+        back.pairs.iter().map(|p| p.0).collect::<Vec<_>>(),
+        out.pairs.iter().map(|p| p.1).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        back.pairs.iter().map(|p| p.1).collect::<Vec<_>>(),
+        table(&m, A)
+    );
+    assert_eq!(
+        (m.num_tokens(A), m.block_table(A).unwrap().len()),
+        (Ok(10), 3)
+    );
+    assert_eq!(m.tokens(A).unwrap(), prompt);
+    assert_eq!(m.num_free_host_slots(), 4);
+    // Restored full blocks are prefix-cached again.
+    assert_eq!(
+        m.add_sequence(C, &prompt[..8]).unwrap().num_cached_tokens,
+        8
+    );
+
+    // A quick round trip finds the full blocks still cached and copies only the partial one.
+    m.free_sequence(C).unwrap();
+    m.swap_out(A).unwrap();
+    let back = m.swap_in(A).unwrap();
+    assert_eq!(back.pairs.len(), 1);
+    assert_eq!(m.tokens(A).unwrap(), prompt);
+    checked(&m);
+}
+
+#[test]
+fn swapping_a_forked_sequence_copies_shared_blocks_and_keeps_them_for_the_sibling() {
+    let mut m = BlockManager::new(8, 2, 8);
+    m.add_sequence(A, &[1, 2, 3, 4, 5]).unwrap();
+    m.fork(A, B).unwrap();
+    let shared = table(&m, A);
+    let out = m.swap_out(B).unwrap();
+    assert_eq!(out.pairs.len(), 3);
+    assert_eq!(table(&m, A), shared);
+    assert!(shared.iter().all(|&b| m.refcount(b) == 1));
+    m.append_token(A, 6).unwrap();
+    // Back in: the full blocks are still held by A and shared again; the partial one, which A
+    // has since written to, comes from the host copy.
+    let back = m.swap_in(B).unwrap();
+    assert_eq!(back.pairs.len(), 1);
+    let b = table(&m, B);
+    assert_eq!(b[..2], shared[..2]);
+    assert_ne!(b[2], shared[2]);
+    assert_eq!(m.tokens(B).unwrap(), [1, 2, 3, 4, 5]);
+    assert_eq!(m.tokens(A).unwrap(), [1, 2, 3, 4, 5, 6]);
+    checked(&m);
+}
+
+#[test]
+fn drop_and_resume_reports_what_to_recompute() {
+    let mut m = BlockManager::new(4, 4, 0);
+    let prompt: Vec<u32> = (0..10).collect();
+    m.add_sequence(A, &prompt).unwrap();
+    m.append_token(A, 10).unwrap();
+    m.drop_for_recompute(A).unwrap();
+    assert_eq!(m.residency(A), Ok(Residency::Dropped));
+    assert_eq!(
+        m.block_table(A),
+        Err(BlockError::NotOnDevice(A, Residency::Dropped))
+    );
+    assert_eq!(m.num_tokens(A), Ok(11));
+    assert_eq!((m.num_free_blocks(), m.num_cached_blocks()), (2, 2));
+    // Its full blocks are still cached: only the partial block is recomputed.
+    let resumed = m.resume(A).unwrap();
+    assert_eq!(
+        (resumed.num_tokens, resumed.num_tokens_to_compute()),
+        (11, 3)
+    );
+    assert_eq!(m.tokens(A).unwrap(), (0..11).collect::<Vec<_>>());
+
+    m.drop_for_recompute(A).unwrap();
+    m.add_sequence(B, &[0; 16]).unwrap();
+    let oob = BlockError::OutOfBlocks {
+        needed: 3,
+        available: 0,
+    };
+    assert_eq!(m.resume(A), Err(oob));
+    m.free_sequence(B).unwrap();
+    assert_eq!(m.resume(A).unwrap().num_tokens_to_compute(), 11);
+    checked(&m);
+}
+
+#[test]
+fn an_empty_prompt_gets_blocks_as_it_grows() {
+    let mut m = BlockManager::new(2, 2, 0);
+    assert_eq!(m.add_sequence(A, &[]).unwrap().num_tokens_to_compute(), 0);
+    assert!(table(&m, A).is_empty());
+    for t in 0..4 {
+        m.append_token(A, t).unwrap();
+    }
+    assert_eq!(table(&m, A).len(), 2);
+    assert!(m.append_token(A, 4).is_err());
+    checked(&m);
+}
+
+/// A serving-like load: a shared system prompt, decode steps, forks, frees. It shows that the
+/// per-operation cost does not grow with the history (a million operations in release builds
+/// take well under a second; this runs 200k in a debug build).
+#[test]
+fn steady_state_load_stays_consistent() {
+    let mut m = BlockManager::new(512, 16, 64);
+    let system: Vec<u32> = (0..64).collect();
+    let mut live: Vec<SeqId> = Vec::new();
+    let mut next = 0u64;
+    let mut ops = 0usize;
+    while ops < 200_000 {
+        if live.len() < 24 {
+            let mut prompt = system.clone();
+            prompt.extend((0..next % 40).map(|t| (t * 7 + next) as u32));
+            if m.add_sequence(SeqId(next), &prompt).is_ok() {
+                live.push(SeqId(next));
+            }
+            next += 1;
+        }
+        let mut forks = Vec::new();
+        for &id in &live {
+            ops += 1;
+            if m.append_token(id, (ops % 101) as u32).is_err() || m.num_tokens(id).unwrap() > 300 {
+                m.free_sequence(id).unwrap();
+            } else if ops % 97 == 0 {
+                m.fork(id, SeqId(next)).unwrap();
+                forks.push(SeqId(next));
+                next += 1;
+            }
+        }
+        live.retain(|&id| m.residency(id).is_ok());
+        live.extend(forks);
+    }
+    checked(&m);
+}
+
+fn hashes(m: &BlockManager, blocks: &[u32]) -> Vec<Option<u64>> {
+    blocks.iter().map(|&b| m.device.meta(b).hash).collect()
+}
+
+#[test]
+fn compacting_a_forked_sequence_keeps_the_siblings_blocks() {
+    let mut m = BlockManager::new(16, 4, 0);
+    let prompt: Vec<u32> = (0..10).collect();
+    m.add_sequence(A, &prompt).unwrap();
+    m.fork(A, B).unwrap();
+    let shared = table(&m, A);
+    let kept = [0, 2, 5, 6, 9];
+    let plan = m.compact(A, &kept).unwrap();
+    assert_eq!(
+        (plan.old_table.as_slice(), plan.kept.as_slice()),
+        (&shared[..], &kept[..])
+    );
+    assert_eq!(plan.new_table, table(&m, A));
+    assert_eq!(plan.new_table.len(), 2);
+    assert!(plan.new_table.iter().all(|b| !shared.contains(b)));
+    assert_eq!(m.tokens(A).unwrap(), [0, 2, 5, 6, 9]);
+    assert_eq!(m.num_tokens(A), Ok(5));
+    assert_eq!(
+        (m.is_compacted(A), m.is_compacted(B)),
+        (Ok(true), Ok(false))
+    );
+    // B keeps every old block, now alone; A holds its fresh blocks alone.
+    assert_eq!(table(&m, B), shared);
+    assert_eq!(m.tokens(B).unwrap(), prompt);
+    assert!(shared.iter().all(|&b| m.refcount(b) == 1));
+    assert!(plan.new_table.iter().all(|&b| m.refcount(b) == 1));
+    assert_eq!(m.num_free_blocks(), 16 - 5);
+    checked(&m);
+    // B's partial block is no longer shared: written in place. Its full blocks are still
+    // registered: a prompt with B's prefix finds them.
+    let out = m.append_token(B, 10).unwrap();
+    assert_eq!((out.block, out.copy), (shared[2], None));
+    assert_eq!(
+        m.add_sequence(C, &prompt[..8]).unwrap().num_cached_tokens,
+        8
+    );
+    assert_eq!(table(&m, C), shared[..2]);
+
+    // A fork of the compacted sequence shares its blocks and is compacted too; its copy on
+    // write of the shared partial block is unhashed as well, and stays so when it fills.
+    m.fork(A, SeqId(4)).unwrap();
+    assert_eq!(m.is_compacted(SeqId(4)), Ok(true));
+    assert!(plan.new_table.iter().all(|&b| m.refcount(b) == 2));
+    let out = m.append_token(SeqId(4), 11).unwrap();
+    let copy = out.copy.expect("the partial block is shared");
+    assert_eq!(copy.src, plan.new_table[1]);
+    for t in 12..15 {
+        m.append_token(SeqId(4), t).unwrap();
+    }
+    assert_eq!(m.tokens(SeqId(4)).unwrap(), [0, 2, 5, 6, 9, 11, 12, 13, 14]);
+    assert_eq!(hashes(&m, &table(&m, SeqId(4))), [None; 3]);
+    assert_eq!(m.tokens(A).unwrap(), kept.map(|t| t as u32));
+    checked(&m);
+}
+
+#[test]
+fn a_compacted_block_is_never_reused_for_a_prompt() {
+    let mut m = BlockManager::new(16, 2, 8);
+    m.add_sequence(A, &[9, 1, 2, 3, 4]).unwrap();
+    let plan = m.compact(A, &[1, 2, 3, 4]).unwrap();
+    // Two full blocks [1, 2] [3, 4]: the token ids of the prompt below, but not its K/V.
+    assert_eq!(m.tokens(A).unwrap(), [1, 2, 3, 4]);
+    assert_eq!(hashes(&m, &plan.new_table), [None, None]);
+    // The old full blocks are cached, the old partial one is free.
+    assert_eq!((m.num_cached_blocks(), m.num_free_blocks()), (2, 12));
+    let hit = m.add_sequence(B, &[1, 2, 3, 4]).unwrap();
+    assert_eq!(hit.num_cached_tokens, 0);
+    let b = table(&m, B);
+    assert!(b.iter().all(|x| !plan.new_table.contains(x)));
+
+    // Back from the host, A shares neither B's blocks (same token ids, a prompt's K/V) nor
+    // those of its fork C (the same K/V, but unhashed): every block is copied back.
+    m.fork(A, C).unwrap();
+    m.swap_out(A).unwrap();
+    let back = m.swap_in(A).unwrap();
+    assert_eq!(back.pairs.len(), 2);
+    let a = table(&m, A);
+    assert!(a
+        .iter()
+        .all(|x| !b.contains(x) && !table(&m, C).contains(x)));
+    assert!(b.iter().all(|&x| m.refcount(x) == 1));
+    assert_eq!(m.tokens(A).unwrap(), [1, 2, 3, 4]);
+    assert_eq!(m.is_compacted(A), Ok(true));
+    checked(&m);
+
+    // Released, compacted blocks go to the free list, never to the cache.
+    let cached = m.num_cached_blocks();
+    m.free_sequence(A).unwrap();
+    m.free_sequence(C).unwrap();
+    assert_eq!(m.num_cached_blocks(), cached);
+    m.free_sequence(B).unwrap();
+    assert_eq!(m.num_cached_blocks(), cached + 2);
+    assert_eq!(
+        m.add_sequence(A, &[1, 2, 3, 4]).unwrap().num_cached_tokens,
+        4
+    );
+    assert_eq!(table(&m, A), b);
+    checked(&m);
+}
+
+#[test]
+fn appending_after_compaction_fills_blocks_without_hashes() {
+    let mut m = BlockManager::new(8, 2, 0);
+    m.add_sequence(A, &[7, 7, 1, 2, 3]).unwrap();
+    // Keep 3 tokens: a full block and a partial one, which appends fill.
+    let plan = m.compact(A, &[2, 3, 4]).unwrap();
+    for t in [4, 5, 6] {
+        m.append_token(A, t).unwrap();
+    }
+    let a = table(&m, A);
+    assert_eq!((&a[..2], a.len()), (&plan.new_table[..], 3));
+    assert_eq!(m.tokens(A).unwrap(), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(hashes(&m, &a), [None; 3]);
+    assert_eq!(
+        m.add_sequence(B, &[1, 2, 3, 4, 5, 6])
+            .unwrap()
+            .num_cached_tokens,
+        0
+    );
+    checked(&m);
+
+    // Compacted to nothing: the next block is the sequence's first, and still unhashed (a
+    // chain from nothing would be the hash of the prompt [1, 2]).
+    let plan = m.compact(A, &[]).unwrap();
+    assert_eq!((plan.old_table, plan.new_table), (a, vec![]));
+    assert_eq!((m.num_tokens(A), table(&m, A).len()), (Ok(0), 0));
+    m.append_token(A, 1).unwrap();
+    m.append_token(A, 2).unwrap();
+    assert_eq!(hashes(&m, &table(&m, A)), [None]);
+    assert_eq!(m.add_sequence(C, &[1, 2]).unwrap().num_cached_tokens, 2);
+    assert_eq!(table(&m, C), table(&m, B)[..1]);
+    checked(&m);
+}
+
+#[test]
+fn compaction_out_of_blocks_changes_nothing() {
+    let mut m = BlockManager::new(4, 2, 0);
+    m.add_sequence(A, &[1, 2, 3, 4, 5, 6]).unwrap();
+    // 1 free block: keeping 3 tokens needs 2 fresh blocks while A's 3 old ones are held,
+    // although A would end up with fewer.
+    let before = m.clone();
+    let oob = |needed, available| Err(BlockError::OutOfBlocks { needed, available });
+    assert_eq!(m.compact(A, &[0, 2, 4]), oob(2, 1));
+    assert_eq!(m, before);
+    // Keeping 2 fits in the free block.
+    let plan = m.compact(A, &[0, 5]).unwrap();
+    assert_eq!(m.tokens(A).unwrap(), [1, 6]);
+    // A's old blocks are all full, so all cached: compaction may evict them, oldest first
+    // (A's tail).
+    assert_eq!((m.num_free_blocks(), m.num_cached_blocks()), (0, 3));
+    let again = m.compact(A, &[1]).unwrap();
+    assert_eq!(again.new_table, plan.old_table[2..]);
+    assert_eq!(m.tokens(A).unwrap(), [6]);
+    // Every block held: even keeping A's single token needs a fresh block.
+    m.add_sequence(B, &[8; 6]).unwrap();
+    let before = m.clone();
+    assert_eq!(m.compact(A, &[0]), oob(1, 0));
+    assert_eq!(m, before);
+    checked(&m);
+}
+
+#[test]
+fn invalid_kept_lists_are_refused() {
+    use BlockError::*;
+    let mut m = BlockManager::new(8, 2, 3);
+    m.add_sequence(A, &[1, 2, 3, 4, 5]).unwrap();
+    let before = m.clone();
+    let invalid = |index, position| {
+        Err(InvalidKept {
+            id: A,
+            index,
+            position,
+            num_tokens: 5,
+        })
+    };
+    assert_eq!(m.compact(A, &[0, 5]), invalid(1, 5));
+    assert_eq!(m.compact(A, &[9]), invalid(0, 9));
+    assert_eq!(m.compact(A, &[1, 1]), invalid(1, 1));
+    assert_eq!(m.compact(A, &[0, 3, 2, 4]), invalid(2, 2));
+    assert_eq!(
+        invalid(2, 2).unwrap_err().to_string(),
+        "kept positions of sequence 1 must be strictly increasing and below its 5 tokens: \
+         kept[2] = 2 is not"
+    );
+    assert_eq!(m.compact(B, &[]), Err(UnknownSequence(B)));
+    assert_eq!(m, before);
+    m.swap_out(A).unwrap();
+    let before = m.clone();
+    assert_eq!(m.compact(A, &[0]), Err(NotOnDevice(A, Residency::Host)));
+    assert_eq!(m, before);
+    checked(&m);
+}
+
+#[test]
+fn a_resumed_compacted_sequence_is_a_prompt_again() {
+    let mut m = BlockManager::new(8, 2, 0);
+    m.add_sequence(A, &[7, 1, 2, 3]).unwrap();
+    m.compact(A, &[1, 2, 3]).unwrap();
+    m.add_sequence(B, &[1, 2, 9]).unwrap();
+    m.drop_for_recompute(A).unwrap();
+    assert_eq!(m.is_compacted(A), Ok(false));
+    assert_eq!(m.tokens(A).unwrap(), [1, 2, 3]);
+    // Recomputed as the prompt [1, 2, 3], its first block is the prompt [1, 2]'s: B's.
+    assert_eq!(m.resume(A).unwrap().num_cached_tokens, 2);
+    assert_eq!(table(&m, A)[0], table(&m, B)[0]);
+    // And the blocks it fills are registered again.
+    m.append_token(A, 4).unwrap();
+    assert_eq!(
+        m.add_sequence(C, &[1, 2, 3, 4]).unwrap().num_cached_tokens,
+        4
+    );
+    assert_eq!(table(&m, C), table(&m, A));
+    checked(&m);
+}
