@@ -106,6 +106,7 @@
 
 mod compact;
 mod invariants;
+mod moves;
 mod pages;
 mod prefix;
 #[cfg(test)]
@@ -116,12 +117,15 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::hash::{DefaultHasher, Hash, Hasher};
-use std::ops::Range;
 
 use thiserror::Error;
 
-use pages::{chain_hash, Chain, PageMeta, Pages};
+pub use compact::CompactPlan;
+pub use moves::Ticket;
+pub use pages::{BlockHash, PrefixHash};
+
+use moves::{HostSlot, Pending};
+use pages::{Chain, PageMeta, Pages};
 
 /// Identifies a sequence (a request, or one beam of it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -171,13 +175,41 @@ pub enum BlockError {
     NotSwapped(SeqId, Residency),
     #[error("sequence {0} was not dropped for recompute: it is {1}")]
     NotDropped(SeqId, Residency),
-    /// `kept[index]` is not above `kept[index - 1]`, or not below the sequence's token count.
+    /// The sequence's blocks are being moved by the plan of `ticket`: nothing may read or write
+    /// them until [`BlockManager::complete`] says the copy has run.
+    #[error("sequence {0} waits for its move {1} to complete")]
+    MovePending(SeqId, Ticket),
+    #[error("no move {0} is pending")]
+    UnknownTicket(Ticket),
+    /// The kv heads of the sequence keep different tokens (a per-head compaction): there is no
+    /// single list of token ids to return or to recompute from.
+    #[error("the kv heads of sequence {0} keep different tokens")]
+    HeadsDiffer(SeqId),
+    #[error("compaction of sequence {id}: {got} kept lists for {kv_heads} kv heads")]
+    KeptHeads {
+        id: SeqId,
+        got: usize,
+        kv_heads: usize,
+    },
+    /// The kernel keeps one count per sequence (`min(budget, len)`) for all its kv heads.
+    #[error(
+        "compaction of sequence {id}: kv head {head} keeps {len} tokens, kv head 0 keeps {first}"
+    )]
+    KeptLengths {
+        id: SeqId,
+        head: usize,
+        len: usize,
+        first: usize,
+    },
+    /// `kept[head][index]` is not above `kept[head][index - 1]`, or not below the sequence's
+    /// token count.
     #[error(
         "kept positions of sequence {id} must be strictly increasing and below its {num_tokens} \
-         tokens: kept[{index}] = {position} is not"
+         tokens: kept[{head}][{index}] = {position} is not"
     )]
     InvalidKept {
         id: SeqId,
+        head: usize,
         index: usize,
         position: usize,
         num_tokens: usize,
@@ -197,9 +229,11 @@ pub enum SwapDirection {
     HostToDevice,
 }
 
-/// Block copies between device and pinned host memory, to run as one batch.
+/// Block copies between device and pinned host memory, to run as one batch; the blocks and slots
+/// they touch stay out of every allocation until [`BlockManager::complete`] gets `ticket`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwapPlan {
+    pub ticket: Ticket,
     pub direction: SwapDirection,
     /// `(src, dst)`: `(device block, host slot)` for [`SwapDirection::DeviceToHost`],
     /// `(host slot, device block)` for [`SwapDirection::HostToDevice`].
@@ -210,7 +244,9 @@ pub struct SwapPlan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Allocation {
     pub num_tokens: usize,
-    /// Leading tokens whose K/V is already in reused blocks (a multiple of the block size).
+    /// Leading tokens whose K/V is already in reused blocks: a multiple of the block size, and
+    /// below `num_tokens` unless that is 0, since the last token is always computed (its logits
+    /// are the next token's distribution).
     pub num_cached_tokens: usize,
 }
 
@@ -222,36 +258,69 @@ impl Allocation {
 }
 
 /// Where [`BlockManager::append_token`] put the token: the caller writes its K/V at
-/// `block * block_size + offset`, after running `copy` if there is one.
+/// `block * block_size + offset`, after running `copy` if there is one, with the RoPE position
+/// `position`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendOutcome {
     pub block: u32,
     pub offset: usize,
     pub copy: Option<CopyBlock>,
+    pub position: usize,
 }
 
-/// The gather that [`BlockManager::compact`] leaves to the GPU: token `j` of the compacted
-/// sequence, at slot `j % block_size` of `new_table[j / block_size]`, gets the K/V of old token
-/// `kept[j]`, at slot `kept[j] % block_size` of `old_table[kept[j] / block_size]`.
-///
-/// The two tables share no block, so the gather can run in any order. The manager has already
-/// released the old blocks when it returns the plan, so the caller runs the gather before the K/V
-/// writes of any later operation, as it does a [`SwapPlan`] to the host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CompactPlan {
-    /// The block table before compaction.
-    pub old_table: Vec<u32>,
-    /// The block table after compaction: `ceil(kept.len() / block_size)` fresh blocks.
-    pub new_table: Vec<u32>,
-    /// The old positions of the kept tokens, strictly increasing.
-    pub kept: Vec<usize>,
+/// The manager's shape: pools, block size, kv heads and prefix hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    pub num_blocks: usize,
+    pub block_size: usize,
+    pub num_host_blocks: usize,
+    /// Kv heads of the cache: a compaction keeps a token list per kv head, as the kernels do.
+    pub kv_heads: usize,
+    pub hash: PrefixHash,
+}
+
+/// What the manager has done so far, for a scheduler's metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Prompt tokens looked up in the prefix cache by [`BlockManager::add_sequence`] and
+    /// [`BlockManager::resume`].
+    pub prompt_tokens: u64,
+    /// Of those, the tokens found cached ([`Allocation::num_cached_tokens`]).
+    pub cached_tokens: u64,
+    /// Cached blocks evicted (their hash dropped) to be allocated again.
+    pub evicted_blocks: u64,
+    /// Sequences preempted by [`BlockManager::swap_out`].
+    pub swapped_out: u64,
+    /// Sequences preempted by [`BlockManager::drop_for_recompute`].
+    pub dropped_for_recompute: u64,
+    /// Lookups (a prompt's or a swap-in's) whose hash named a block with other content: a miss.
+    pub hash_collisions: u64,
+}
+
+impl Stats {
+    /// Fraction of prompt tokens found in the prefix cache (0 before any prompt).
+    pub fn hit_rate(&self) -> f64 {
+        self.cached_tokens as f64 / self.prompt_tokens.max(1) as f64
+    }
+
+    /// Preemptions of either kind.
+    pub fn preemptions(&self) -> u64 {
+        self.swapped_out + self.dropped_for_recompute
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BlockState {
     Free,
-    Cached { tick: u64 },
-    Held { refs: u32 },
+    Cached {
+        tick: u64,
+    },
+    /// `refs` block-table entries point at the block and `pins` pending moves read or write it;
+    /// at least one of the two is positive.
+    Held {
+        refs: u32,
+        pins: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,10 +336,15 @@ enum Place {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Sequence {
     num_tokens: usize,
+    /// The RoPE position of the next token: the tokens ever computed for it, which compaction
+    /// does not change.
+    next_position: usize,
     place: Place,
     /// Compacted since it was added or last resumed: its blocks are unhashed. Never set while
     /// dropped.
     compacted: bool,
+    /// The move its blocks wait for, if any.
+    pending: Option<Ticket>,
 }
 
 impl Sequence {
@@ -283,8 +357,9 @@ impl Sequence {
     }
 }
 
-/// The block manager. Two managers compare equal when every block, host slot and sequence is in
-/// the same state, which is how tests show that a failed operation changed nothing.
+/// The block manager. Two managers compare equal when every block, host slot, sequence, pending
+/// move and counter is in the same state, which is how tests show that a failed operation changed
+/// nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockManager {
     device: Pages,
@@ -295,29 +370,49 @@ pub struct BlockManager {
     lru: BTreeMap<u64, u32>,
     next_tick: u64,
     /// Chained prefix hash -> the held or cached block registered under it.
-    by_hash: HashMap<u64, u32>,
+    by_hash: HashMap<BlockHash, u32>,
     host: Pages,
+    host_slots: Vec<HostSlot>,
     host_free: Vec<u32>,
     seqs: HashMap<SeqId, Sequence>,
+    pending: BTreeMap<Ticket, Pending>,
+    next_ticket: u64,
+    stats: Stats,
 }
 
 impl BlockManager {
     /// A manager of `num_blocks` device blocks and `num_host_blocks` host slots of `block_size`
-    /// tokens each. Panics if `block_size` is 0 or a pool has more than `u32::MAX` pages.
+    /// tokens each, one kv head, the fast prefix hash. Panics like [`BlockManager::with_options`].
     pub fn new(num_blocks: usize, block_size: usize, num_host_blocks: usize) -> Self {
-        assert!(block_size > 0, "block_size must be positive");
+        BlockManager::with_options(Options {
+            num_blocks,
+            block_size,
+            num_host_blocks,
+            kv_heads: 1,
+            hash: PrefixHash::Fast,
+        })
+    }
+
+    /// Panics if the block size or the kv heads are 0, or a pool has more than `u32::MAX` pages.
+    pub fn with_options(o: Options) -> Self {
+        assert!(o.block_size > 0, "block_size must be positive");
+        assert!(o.kv_heads > 0, "kv_heads must be positive");
         // Reversed so that blocks are handed out in increasing order from a fresh manager.
         let ids = |n: usize| (0..n as u32).rev().collect::<Vec<_>>();
         BlockManager {
-            device: Pages::new(num_blocks, block_size),
-            state: vec![BlockState::Free; num_blocks],
-            free: ids(num_blocks),
+            device: Pages::new(o.num_blocks, o.block_size, o.kv_heads, o.hash),
+            state: vec![BlockState::Free; o.num_blocks],
+            free: ids(o.num_blocks),
             lru: BTreeMap::new(),
             next_tick: 0,
             by_hash: HashMap::new(),
-            host: Pages::new(num_host_blocks, block_size),
-            host_free: ids(num_host_blocks),
+            host: Pages::new(o.num_host_blocks, o.block_size, o.kv_heads, o.hash),
+            host_slots: vec![HostSlot::default(); o.num_host_blocks],
+            host_free: ids(o.num_host_blocks),
             seqs: HashMap::new(),
+            pending: BTreeMap::new(),
+            next_ticket: 0,
+            stats: Stats::default(),
         }
     }
 
@@ -325,9 +420,18 @@ impl BlockManager {
         self.device.block_size
     }
 
+    pub fn kv_heads(&self) -> usize {
+        self.device.kv_heads
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
     /// Allocates blocks for a prompt, reusing the blocks of its longest cached prefix of full
-    /// blocks. All of it may be cached; a caller that needs the logits of the last token runs it
-    /// again, which rewrites the same K/V values into the shared block.
+    /// blocks within its first `len - 1` tokens: the last token is computed in any case, for its
+    /// logits, and so is the block it lies in (as in vLLM; writing its K/V into a shared block
+    /// would make that block a write target).
     pub fn add_sequence(&mut self, id: SeqId, tokens: &[u32]) -> Result<Allocation, BlockError> {
         if self.seqs.contains_key(&id) {
             return Err(BlockError::SequenceExists(id));
@@ -337,8 +441,10 @@ impl BlockManager {
             id,
             Sequence {
                 num_tokens: tokens.len(),
+                next_position: tokens.len(),
                 place: Place::Device(table),
                 compacted: false,
+                pending: None,
             },
         );
         Ok(Allocation {
@@ -378,7 +484,9 @@ impl BlockManager {
         self.device.push(block, token);
         self.register(block);
         let seq = self.seqs.get_mut(&id).expect("checked above");
+        let position = seq.next_position;
         seq.num_tokens += 1;
+        seq.next_position += 1;
         let Place::Device(table) = &mut seq.place else {
             unreachable!("checked above")
         };
@@ -391,13 +499,14 @@ impl BlockManager {
             block,
             offset,
             copy,
+            position,
         })
     }
 
     /// Makes `child` share every block of `parent`, which must be on the device (beam search,
     /// parallel sampling). No copy: the first append to a shared partial block copies it.
     pub fn fork(&mut self, parent: SeqId, child: SeqId) -> Result<(), BlockError> {
-        let (table, num_tokens) = self.device_table(parent)?;
+        let (table, _) = self.device_table(parent)?;
         if self.seqs.contains_key(&child) {
             return Err(BlockError::SequenceExists(child));
         }
@@ -405,19 +514,18 @@ impl BlockManager {
         for &block in &table {
             self.acquire(block);
         }
-        let compacted = self.seqs[&parent].compacted;
-        self.seqs.insert(
-            child,
-            Sequence {
-                num_tokens,
-                place: Place::Device(table),
-                compacted,
-            },
-        );
+        let parent = &self.seqs[&parent];
+        let child_seq = Sequence {
+            place: Place::Device(table),
+            pending: None,
+            ..parent.clone()
+        };
+        self.seqs.insert(child, child_seq);
         Ok(())
     }
 
-    /// Forgets a sequence wherever it is, releasing its blocks or host slots.
+    /// Forgets a sequence wherever it is, releasing its blocks or host slots; a move still
+    /// pending on them keeps them until it completes.
     pub fn free_sequence(&mut self, id: SeqId) -> Result<(), BlockError> {
         let seq = self
             .seqs
@@ -425,31 +533,67 @@ impl BlockManager {
             .ok_or(BlockError::UnknownSequence(id))?;
         match seq.place {
             Place::Device(table) => self.release_all(&table),
-            Place::Host(slots) => self.host_free.extend(slots),
+            Place::Host(slots) => self.disown_slots(&slots),
             Place::Dropped(_) => {}
         }
         Ok(())
     }
+
     /// The device blocks of a sequence on the device, in token order.
     pub fn block_table(&self, id: SeqId) -> Result<&[u32], BlockError> {
-        self.device_table(id).map(|(table, _)| table)
+        match &self.seq(id)?.place {
+            Place::Device(table) => Ok(table),
+            _ => Err(BlockError::NotOnDevice(id, self.seqs[&id].residency())),
+        }
+    }
+
+    /// The host slots of a swapped-out sequence, in token order.
+    pub fn host_slots(&self, id: SeqId) -> Result<&[u32], BlockError> {
+        match &self.seq(id)?.place {
+            Place::Host(slots) => Ok(slots),
+            _ => Err(BlockError::NotSwapped(id, self.seqs[&id].residency())),
+        }
     }
 
     pub fn num_tokens(&self, id: SeqId) -> Result<usize, BlockError> {
         self.seq(id).map(|seq| seq.num_tokens)
     }
 
+    /// The RoPE position the sequence's next token gets: its length before any compaction plus
+    /// the tokens appended since, not the tokens it holds. A kept token keeps the rotation of its
+    /// original position, so the next one must continue from there; a resumed sequence is a
+    /// prompt again, computed from position 0.
+    pub fn next_position(&self, id: SeqId) -> Result<usize, BlockError> {
+        self.seq(id).map(|seq| seq.next_position)
+    }
+
     pub fn residency(&self, id: SeqId) -> Result<Residency, BlockError> {
         self.seq(id).map(Sequence::residency)
     }
 
-    /// A sequence's token ids, read back from wherever it is.
+    /// A sequence's token ids, read back from wherever it is; refused if its kv heads keep
+    /// different tokens ([`BlockManager::head_tokens`] has them).
     pub fn tokens(&self, id: SeqId) -> Result<Vec<u32>, BlockError> {
-        Ok(match &self.seq(id)?.place {
+        match &self.seq(id)?.place {
             Place::Device(table) => self.device.gather(table),
             Place::Host(slots) => self.host.gather(slots),
-            Place::Dropped(tokens) => tokens.clone(),
+            Place::Dropped(tokens) => Some(tokens.clone()),
+        }
+        .ok_or(BlockError::HeadsDiffer(id))
+    }
+
+    /// Each kv head's token ids of a sequence, wherever it is.
+    pub fn head_tokens(&self, id: SeqId) -> Result<Vec<Vec<u32>>, BlockError> {
+        Ok(match &self.seq(id)?.place {
+            Place::Device(table) => self.device.gather_heads(table),
+            Place::Host(slots) => self.host.gather_heads(slots),
+            Place::Dropped(tokens) => vec![tokens.clone(); self.kv_heads()],
         })
+    }
+
+    /// The move a sequence waits for, if any.
+    pub fn pending_move(&self, id: SeqId) -> Result<Option<Ticket>, BlockError> {
+        self.seq(id).map(|seq| seq.pending)
     }
 
     /// Blocks on the free list (not counting cached blocks, which are evictable too).
@@ -466,11 +610,20 @@ impl BlockManager {
         self.host_free.len()
     }
 
-    /// How many block-table entries point at `block` (0 if it is free or cached). Panics if the
-    /// block is out of range.
+    /// How many block-table entries point at `block` (0 if it is free or cached, or held only by
+    /// pending moves). Panics if the block is out of range.
     pub fn refcount(&self, block: u32) -> u32 {
         match self.state[block as usize] {
-            BlockState::Held { refs } => refs,
+            BlockState::Held { refs, .. } => refs,
+            BlockState::Free | BlockState::Cached { .. } => 0,
+        }
+    }
+
+    /// How many pending moves read or write `block`: while any does, it is neither free nor
+    /// cached, whatever its refcount. Panics if the block is out of range.
+    pub fn pins(&self, block: u32) -> u32 {
+        match self.state[block as usize] {
+            BlockState::Held { pins, .. } => pins,
             BlockState::Free | BlockState::Cached { .. } => 0,
         }
     }
@@ -479,8 +632,18 @@ impl BlockManager {
     pub fn can_allocate(&self, n_blocks: usize) -> bool {
         n_blocks <= self.free.len() + self.lru.len()
     }
+
     fn seq(&self, id: SeqId) -> Result<&Sequence, BlockError> {
         self.seqs.get(&id).ok_or(BlockError::UnknownSequence(id))
+    }
+
+    /// The sequence, unless a move of its blocks is pending.
+    fn ready(&self, id: SeqId) -> Result<&Sequence, BlockError> {
+        let seq = self.seq(id)?;
+        match seq.pending {
+            Some(ticket) => Err(BlockError::MovePending(id, ticket)),
+            None => Ok(seq),
+        }
     }
 
     fn set_place(&mut self, id: SeqId, place: Place) {
@@ -490,16 +653,16 @@ impl BlockManager {
             .place = place;
     }
 
+    /// The block table and length of a sequence that is on the device and not waiting for a move.
     fn device_table(&self, id: SeqId) -> Result<(&[u32], usize), BlockError> {
-        let seq = self.seq(id)?;
+        let seq = self.ready(id)?;
         match &seq.place {
             Place::Device(table) => Ok((table, seq.num_tokens)),
             _ => Err(BlockError::NotOnDevice(id, seq.residency())),
         }
     }
 
-    /// Allocates a prompt's blocks: the cached prefix by hash, the rest fresh. Changes nothing if
-    /// the blocks do not fit.
+    /// Fails unless `needed` blocks can be allocated once `reserved` cached blocks are taken back
     /// by hash (those can no longer be evicted).
     fn ensure_blocks(&self, needed: usize, reserved: usize) -> Result<(), BlockError> {
         let available = self.free.len() + self.lru.len() - reserved;
@@ -523,9 +686,10 @@ impl BlockManager {
                 .hash
                 .expect("cached blocks are hashed");
             self.by_hash.remove(&hash);
+            self.stats.evicted_blocks += 1;
             block
         });
-        self.state[block as usize] = BlockState::Held { refs: 1 };
+        self.state[block as usize] = BlockState::Held { refs: 1, pins: 0 };
         block
     }
 
@@ -533,24 +697,34 @@ impl BlockManager {
     fn acquire(&mut self, block: u32) {
         let state = &mut self.state[block as usize];
         *state = match *state {
-            BlockState::Held { refs } => BlockState::Held { refs: refs + 1 },
+            BlockState::Held { refs, pins } => BlockState::Held {
+                refs: refs + 1,
+                pins,
+            },
             BlockState::Cached { tick } => {
                 self.lru.remove(&tick);
-                BlockState::Held { refs: 1 }
+                BlockState::Held { refs: 1, pins: 0 }
             }
             BlockState::Free => {
                 unreachable!("block {block} is free: no table or hash points at it")
             }
         };
     }
-    /// One reference less; at zero the block is cached if it is the one registered under its hash
-    /// (or can become it), and free otherwise.
+
+    /// One block-table reference less; see [`BlockManager::drop_hold`].
     fn release(&mut self, block: u32) {
-        let BlockState::Held { refs } = self.state[block as usize] else {
+        let BlockState::Held { refs, pins } = self.state[block as usize] else {
             unreachable!("released block {block} is not held")
         };
-        if refs > 1 {
-            self.state[block as usize] = BlockState::Held { refs: refs - 1 };
+        assert!(refs > 0, "released block {block} has no reference");
+        self.drop_hold(block, refs - 1, pins);
+    }
+
+    /// Sets a held block's counts; once both are zero the block is cached if it is the one
+    /// registered under its hash (or can become it), and free otherwise.
+    fn drop_hold(&mut self, block: u32, refs: u32, pins: u32) {
+        if refs + pins > 0 {
+            self.state[block as usize] = BlockState::Held { refs, pins };
             return;
         }
         let meta = &mut self.device.meta[block as usize];

@@ -16,6 +16,27 @@ fn table(m: &BlockManager, id: SeqId) -> Vec<u32> {
     m.block_table(id).unwrap().to_vec()
 }
 
+/// Compacts every kv head to the same `kept` positions and completes the gather at once.
+fn compact(m: &mut BlockManager, id: SeqId, kept: &[usize]) -> Result<CompactPlan, BlockError> {
+    let plan = m.compact(id, &vec![kept.to_vec(); m.kv_heads()])?;
+    m.complete(plan.ticket).unwrap();
+    Ok(plan)
+}
+
+/// Swaps out and completes the copy at once.
+fn swap_out(m: &mut BlockManager, id: SeqId) -> Result<SwapPlan, BlockError> {
+    let plan = m.swap_out(id)?;
+    m.complete(plan.ticket).unwrap();
+    Ok(plan)
+}
+
+/// Swaps in and completes the copy at once.
+fn swap_in(m: &mut BlockManager, id: SeqId) -> Result<SwapPlan, BlockError> {
+    let plan = m.swap_in(id)?;
+    m.complete(plan.ticket).unwrap();
+    Ok(plan)
+}
+
 #[test]
 fn equal_prefixes_share_full_blocks() {
     let mut m = BlockManager::new(16, 4, 0);
@@ -54,8 +75,8 @@ fn equal_blocks_after_different_prefixes_are_not_shared() {
     // Swap-in takes back cached blocks by hash at any position, not just a prefix: it finds
     // B's own blocks, still cached, and must not mistake A's block 1 for B's.
     let b = table(&m, B);
-    m.swap_out(B).unwrap();
-    assert!(m.swap_in(B).unwrap().pairs.is_empty());
+    swap_out(&mut m, B).unwrap();
+    assert!(swap_in(&mut m, B).unwrap().pairs.is_empty());
     assert_eq!(table(&m, B), b);
     assert_eq!(m.refcount(table(&m, A)[1]), 1);
     assert_eq!(m.tokens(B).unwrap(), [3, 4, 5, 6]);
@@ -117,7 +138,7 @@ fn append_to_a_full_block_allocates_and_full_blocks_are_cached() {
 
 #[test]
 fn lru_evicts_the_least_recently_released_cached_block() {
-    let mut m = BlockManager::new(3, 2, 0);
+    let mut m = BlockManager::new(4, 2, 0);
     let prompts = [[1, 2], [3, 4], [5, 6]];
     for (i, p) in prompts.iter().enumerate() {
         m.add_sequence(SeqId(i as u64), p).unwrap();
@@ -126,34 +147,27 @@ fn lru_evicts_the_least_recently_released_cached_block() {
     for i in [0, 2, 1] {
         m.free_sequence(SeqId(i)).unwrap();
     }
-    assert_eq!((m.num_free_blocks(), m.num_cached_blocks()), (0, 3));
-    // Evicts sequence 0's block, released first.
-    assert_eq!(
-        m.add_sequence(SeqId(10), &[7, 8])
-            .unwrap()
-            .num_cached_tokens,
-        0
-    );
-    assert_eq!(table(&m, SeqId(10)), [blocks[0]]);
-    // The other two still hit.
-    assert_eq!(
-        m.add_sequence(SeqId(11), &[5, 6])
-            .unwrap()
-            .num_cached_tokens,
-        2
-    );
-    assert_eq!(table(&m, SeqId(11)), [blocks[2]]);
+    assert_eq!((m.num_free_blocks(), m.num_cached_blocks()), (1, 3));
+    // Two blocks: the free one, then sequence 0's, released first.
+    let miss = m.add_sequence(SeqId(10), &[7, 8, 7]).unwrap();
+    assert_eq!(miss.num_cached_tokens, 0);
+    assert_eq!(table(&m, SeqId(10))[1], blocks[0]);
+    // [5, 6] still hits; its partial block evicts the oldest cached block: sequence 1's, since
+    // sequence 2's is taken back first.
+    let hit = m.add_sequence(SeqId(11), &[5, 6, 9]).unwrap();
+    assert_eq!(hit.num_cached_tokens, 2);
+    assert_eq!(table(&m, SeqId(11)), [blocks[2], blocks[1]]);
     m.free_sequence(SeqId(11)).unwrap();
-    // [1, 2] no longer hits; the oldest cached block now is sequence 1's.
+    // [3, 4] no longer hits; [5, 6] still does.
+    m.free_sequence(SeqId(10)).unwrap();
     assert_eq!(
-        m.add_sequence(SeqId(12), &[1, 2])
+        m.add_sequence(SeqId(12), &[3, 4, 0])
             .unwrap()
             .num_cached_tokens,
         0
     );
-    assert_eq!(table(&m, SeqId(12)), [blocks[1]]);
     assert_eq!(
-        m.add_sequence(SeqId(13), &[5, 6])
+        m.add_sequence(SeqId(13), &[5, 6, 0])
             .unwrap()
             .num_cached_tokens,
         2
@@ -170,11 +184,16 @@ fn a_sequence_is_evicted_tail_first() {
     // One block from the free list, one evicted: A's last block, released first.
     m.add_sequence(B, &[9; 4]).unwrap();
     assert_eq!(table(&m, B)[1], a[2]);
+    // A's head is still cached: a prompt that continues it takes it back, and its own last
+    // block (the last token is always computed) evicts B's tail, now the oldest.
+    m.free_sequence(B).unwrap();
     assert_eq!(
-        m.add_sequence(C, &[1, 2, 3, 4]).unwrap().num_cached_tokens,
+        m.add_sequence(C, &[1, 2, 3, 4, 0])
+            .unwrap()
+            .num_cached_tokens,
         4
     );
-    assert_eq!(table(&m, C), a[..2]);
+    assert_eq!(table(&m, C)[..2], a[..2]);
     checked(&m);
 }
 
@@ -197,8 +216,8 @@ fn failed_operations_change_nothing() {
         needed: 2,
         available: 1,
     });
-    assert_eq!(m.swap_out(A), slots);
-    assert_eq!(m.swap_in(A), Err(NotSwapped(A, Residency::Device)));
+    assert_eq!(swap_out(&mut m, A), slots);
+    assert_eq!(swap_in(&mut m, A), Err(NotSwapped(A, Residency::Device)));
     assert_eq!(m.resume(A), Err(NotDropped(A, Residency::Device)));
     assert_eq!(m.free_sequence(C), Err(UnknownSequence(C)));
     assert_eq!(m, before);
@@ -217,7 +236,7 @@ fn swap_out_and_in_round_trips() {
     let prompt: Vec<u32> = (0..10).collect();
     m.add_sequence(A, &prompt).unwrap();
     let blocks = table(&m, A);
-    let out = m.swap_out(A).unwrap();
+    let out = swap_out(&mut m, A).unwrap();
     assert_eq!(out.direction, SwapDirection::DeviceToHost);
     assert_eq!(out.pairs.iter().map(|p| p.0).collect::<Vec<_>>(), blocks);
     assert_eq!(m.residency(A), Ok(Residency::Host));
@@ -241,7 +260,7 @@ fn swap_out_and_in_round_trips() {
     m.add_sequence(B, &[50; 16]).unwrap();
     m.free_sequence(B).unwrap();
     m.add_sequence(B, &[60; 4]).unwrap();
-    let back = m.swap_in(A).unwrap();
+    let back = swap_in(&mut m, A).unwrap();
     assert_eq!(back.direction, SwapDirection::HostToDevice);
     assert_eq!(back.pairs.len(), 3);
     assert_eq!(
@@ -258,16 +277,18 @@ fn swap_out_and_in_round_trips() {
     );
     assert_eq!(m.tokens(A).unwrap(), prompt);
     assert_eq!(m.num_free_host_slots(), 4);
-    // Restored full blocks are prefix-cached again.
+    // Restored full blocks are prefix-cached again (once the copy has completed).
+    m.free_sequence(B).unwrap();
     assert_eq!(
-        m.add_sequence(C, &prompt[..8]).unwrap().num_cached_tokens,
+        m.add_sequence(C, &prompt[..9]).unwrap().num_cached_tokens,
         8
     );
+    assert_eq!(table(&m, C)[..2], table(&m, A)[..2]);
 
     // A quick round trip finds the full blocks still cached and copies only the partial one.
     m.free_sequence(C).unwrap();
-    m.swap_out(A).unwrap();
-    let back = m.swap_in(A).unwrap();
+    swap_out(&mut m, A).unwrap();
+    let back = swap_in(&mut m, A).unwrap();
     assert_eq!(back.pairs.len(), 1);
     assert_eq!(m.tokens(A).unwrap(), prompt);
     checked(&m);
@@ -279,14 +300,14 @@ fn swapping_a_forked_sequence_copies_shared_blocks_and_keeps_them_for_the_siblin
     m.add_sequence(A, &[1, 2, 3, 4, 5]).unwrap();
     m.fork(A, B).unwrap();
     let shared = table(&m, A);
-    let out = m.swap_out(B).unwrap();
+    let out = swap_out(&mut m, B).unwrap();
     assert_eq!(out.pairs.len(), 3);
     assert_eq!(table(&m, A), shared);
     assert!(shared.iter().all(|&b| m.refcount(b) == 1));
     m.append_token(A, 6).unwrap();
     // Back in: the full blocks are still held by A and shared again; the partial one, which A
     // has since written to, comes from the host copy.
-    let back = m.swap_in(B).unwrap();
+    let back = swap_in(&mut m, B).unwrap();
     assert_eq!(back.pairs.len(), 1);
     let b = table(&m, B);
     assert_eq!(b[..2], shared[..2]);
@@ -379,7 +400,7 @@ fn steady_state_load_stays_consistent() {
     checked(&m);
 }
 
-fn hashes(m: &BlockManager, blocks: &[u32]) -> Vec<Option<u64>> {
+fn hashes(m: &BlockManager, blocks: &[u32]) -> Vec<Option<BlockHash>> {
     blocks.iter().map(|&b| m.device.meta(b).hash).collect()
 }
 
@@ -391,10 +412,10 @@ fn compacting_a_forked_sequence_keeps_the_siblings_blocks() {
     m.fork(A, B).unwrap();
     let shared = table(&m, A);
     let kept = [0, 2, 5, 6, 9];
-    let plan = m.compact(A, &kept).unwrap();
+    let plan = compact(&mut m, A, &kept).unwrap();
     assert_eq!(
         (plan.old_table.as_slice(), plan.kept.as_slice()),
-        (&shared[..], &kept[..])
+        (&shared[..], &[kept.to_vec()][..])
     );
     assert_eq!(plan.new_table, table(&m, A));
     assert_eq!(plan.new_table.len(), 2);
@@ -417,10 +438,10 @@ fn compacting_a_forked_sequence_keeps_the_siblings_blocks() {
     let out = m.append_token(B, 10).unwrap();
     assert_eq!((out.block, out.copy), (shared[2], None));
     assert_eq!(
-        m.add_sequence(C, &prompt[..8]).unwrap().num_cached_tokens,
+        m.add_sequence(C, &prompt[..9]).unwrap().num_cached_tokens,
         8
     );
-    assert_eq!(table(&m, C), shared[..2]);
+    assert_eq!(table(&m, C)[..2], shared[..2]);
 
     // A fork of the compacted sequence shares its blocks and is compacted too; its copy on
     // write of the shared partial block is unhashed as well, and stays so when it fills.
@@ -443,7 +464,7 @@ fn compacting_a_forked_sequence_keeps_the_siblings_blocks() {
 fn a_compacted_block_is_never_reused_for_a_prompt() {
     let mut m = BlockManager::new(16, 2, 8);
     m.add_sequence(A, &[9, 1, 2, 3, 4]).unwrap();
-    let plan = m.compact(A, &[1, 2, 3, 4]).unwrap();
+    let plan = compact(&mut m, A, &[1, 2, 3, 4]).unwrap();
     // Two full blocks [1, 2] [3, 4]: the token ids of the prompt below, but not its K/V.
     assert_eq!(m.tokens(A).unwrap(), [1, 2, 3, 4]);
     assert_eq!(hashes(&m, &plan.new_table), [None, None]);
@@ -457,8 +478,8 @@ fn a_compacted_block_is_never_reused_for_a_prompt() {
     // Back from the host, A shares neither B's blocks (same token ids, a prompt's K/V) nor
     // those of its fork C (the same K/V, but unhashed): every block is copied back.
     m.fork(A, C).unwrap();
-    m.swap_out(A).unwrap();
-    let back = m.swap_in(A).unwrap();
+    swap_out(&mut m, A).unwrap();
+    let back = swap_in(&mut m, A).unwrap();
     assert_eq!(back.pairs.len(), 2);
     let a = table(&m, A);
     assert!(a
@@ -477,10 +498,12 @@ fn a_compacted_block_is_never_reused_for_a_prompt() {
     m.free_sequence(B).unwrap();
     assert_eq!(m.num_cached_blocks(), cached + 2);
     assert_eq!(
-        m.add_sequence(A, &[1, 2, 3, 4]).unwrap().num_cached_tokens,
+        m.add_sequence(A, &[1, 2, 3, 4, 5])
+            .unwrap()
+            .num_cached_tokens,
         4
     );
-    assert_eq!(table(&m, A), b);
+    assert_eq!(table(&m, A)[..2], b);
     checked(&m);
 }
 
@@ -489,7 +512,7 @@ fn appending_after_compaction_fills_blocks_without_hashes() {
     let mut m = BlockManager::new(8, 2, 0);
     m.add_sequence(A, &[7, 7, 1, 2, 3]).unwrap();
     // Keep 3 tokens: a full block and a partial one, which appends fill.
-    let plan = m.compact(A, &[2, 3, 4]).unwrap();
+    let plan = compact(&mut m, A, &[2, 3, 4]).unwrap();
     for t in [4, 5, 6] {
         m.append_token(A, t).unwrap();
     }
@@ -507,14 +530,14 @@ fn appending_after_compaction_fills_blocks_without_hashes() {
 
     // Compacted to nothing: the next block is the sequence's first, and still unhashed (a
     // chain from nothing would be the hash of the prompt [1, 2]).
-    let plan = m.compact(A, &[]).unwrap();
+    let plan = compact(&mut m, A, &[]).unwrap();
     assert_eq!((plan.old_table, plan.new_table), (a, vec![]));
     assert_eq!((m.num_tokens(A), table(&m, A).len()), (Ok(0), 0));
     m.append_token(A, 1).unwrap();
     m.append_token(A, 2).unwrap();
     assert_eq!(hashes(&m, &table(&m, A)), [None]);
-    assert_eq!(m.add_sequence(C, &[1, 2]).unwrap().num_cached_tokens, 2);
-    assert_eq!(table(&m, C), table(&m, B)[..1]);
+    assert_eq!(m.add_sequence(C, &[1, 2, 0]).unwrap().num_cached_tokens, 2);
+    assert_eq!(table(&m, C)[0], table(&m, B)[0]);
     checked(&m);
 }
 
@@ -526,21 +549,21 @@ fn compaction_out_of_blocks_changes_nothing() {
     // although A would end up with fewer.
     let before = m.clone();
     let oob = |needed, available| Err(BlockError::OutOfBlocks { needed, available });
-    assert_eq!(m.compact(A, &[0, 2, 4]), oob(2, 1));
+    assert_eq!(compact(&mut m, A, &[0, 2, 4]), oob(2, 1));
     assert_eq!(m, before);
     // Keeping 2 fits in the free block.
-    let plan = m.compact(A, &[0, 5]).unwrap();
+    let plan = compact(&mut m, A, &[0, 5]).unwrap();
     assert_eq!(m.tokens(A).unwrap(), [1, 6]);
     // A's old blocks are all full, so all cached: compaction may evict them, oldest first
     // (A's tail).
     assert_eq!((m.num_free_blocks(), m.num_cached_blocks()), (0, 3));
-    let again = m.compact(A, &[1]).unwrap();
+    let again = compact(&mut m, A, &[1]).unwrap();
     assert_eq!(again.new_table, plan.old_table[2..]);
     assert_eq!(m.tokens(A).unwrap(), [6]);
     // Every block held: even keeping A's single token needs a fresh block.
     m.add_sequence(B, &[8; 6]).unwrap();
     let before = m.clone();
-    assert_eq!(m.compact(A, &[0]), oob(1, 0));
+    assert_eq!(compact(&mut m, A, &[0]), oob(1, 0));
     assert_eq!(m, before);
     checked(&m);
 }
@@ -554,25 +577,29 @@ fn invalid_kept_lists_are_refused() {
     let invalid = |index, position| {
         Err(InvalidKept {
             id: A,
+            head: 0,
             index,
             position,
             num_tokens: 5,
         })
     };
-    assert_eq!(m.compact(A, &[0, 5]), invalid(1, 5));
-    assert_eq!(m.compact(A, &[9]), invalid(0, 9));
-    assert_eq!(m.compact(A, &[1, 1]), invalid(1, 1));
-    assert_eq!(m.compact(A, &[0, 3, 2, 4]), invalid(2, 2));
+    assert_eq!(compact(&mut m, A, &[0, 5]), invalid(1, 5));
+    assert_eq!(compact(&mut m, A, &[9]), invalid(0, 9));
+    assert_eq!(compact(&mut m, A, &[1, 1]), invalid(1, 1));
+    assert_eq!(compact(&mut m, A, &[0, 3, 2, 4]), invalid(2, 2));
     assert_eq!(
         invalid(2, 2).unwrap_err().to_string(),
         "kept positions of sequence 1 must be strictly increasing and below its 5 tokens: \
-         kept[2] = 2 is not"
+         kept[0][2] = 2 is not"
     );
-    assert_eq!(m.compact(B, &[]), Err(UnknownSequence(B)));
+    assert_eq!(compact(&mut m, B, &[]), Err(UnknownSequence(B)));
     assert_eq!(m, before);
-    m.swap_out(A).unwrap();
+    swap_out(&mut m, A).unwrap();
     let before = m.clone();
-    assert_eq!(m.compact(A, &[0]), Err(NotOnDevice(A, Residency::Host)));
+    assert_eq!(
+        compact(&mut m, A, &[0]),
+        Err(NotOnDevice(A, Residency::Host))
+    );
     assert_eq!(m, before);
     checked(&m);
 }
@@ -581,7 +608,7 @@ fn invalid_kept_lists_are_refused() {
 fn a_resumed_compacted_sequence_is_a_prompt_again() {
     let mut m = BlockManager::new(8, 2, 0);
     m.add_sequence(A, &[7, 1, 2, 3]).unwrap();
-    m.compact(A, &[1, 2, 3]).unwrap();
+    compact(&mut m, A, &[1, 2, 3]).unwrap();
     m.add_sequence(B, &[1, 2, 9]).unwrap();
     m.drop_for_recompute(A).unwrap();
     assert_eq!(m.is_compacted(A), Ok(false));
@@ -592,9 +619,11 @@ fn a_resumed_compacted_sequence_is_a_prompt_again() {
     // And the blocks it fills are registered again.
     m.append_token(A, 4).unwrap();
     assert_eq!(
-        m.add_sequence(C, &[1, 2, 3, 4]).unwrap().num_cached_tokens,
+        m.add_sequence(C, &[1, 2, 3, 4, 5])
+            .unwrap()
+            .num_cached_tokens,
         4
     );
-    assert_eq!(table(&m, C), table(&m, A));
+    assert_eq!(table(&m, C)[..2], table(&m, A));
     checked(&m);
 }
