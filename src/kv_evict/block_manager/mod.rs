@@ -12,9 +12,12 @@
 //! - **cached**: refcount 0, full and registered under its prefix hash, so that a later prompt
 //!   with the same prefix takes it back instead of recomputing it; kept in LRU order;
 //! - **held**: refcount = the number of block-table entries, over all sequences on the device,
-//!   that point at it.
+//!   that point at it, plus pins = the pending moves that read or write it (see *Two-phase
+//!   moves*); a held block with refcount 0 is waiting for a copy to finish with it.
 //!
-//! The manager mirrors each block's token ids (not its K/V, a few bytes per token). Prefix hashes
+//! The manager mirrors each block's token ids per kv head (not its K/V, a few bytes per token),
+//! `[block][kv head][slot]` like the K/V pools; every kv head holds the same tokens except in a
+//! sequence compacted per head (see *Compaction*). Prefix hashes
 //! are computed from them when a block fills, a dropped sequence is resumed from them, and they let
 //! [`BlockManager::check_invariants`] and the tests prove that no operation changes the tokens that
 //! another sequence sees.
@@ -24,8 +27,11 @@
 //! A full block's hash is `H(hash of the previous block, the block's token ids)`. The K/V of a
 //! token depends on every token before it, so a block can be reused only when the whole prefix up
 //! to it matches, not just its own tokens; chaining makes equal hashes mean equal prefixes at the
-//! cost of one lookup per block. Hashes are 64-bit (std's `DefaultHasher`) and live only in this
-//! process; a collision becomes likely only around 2^32 distinct blocks. Partial blocks are never
+//! cost of one lookup per block. Hashes are 64-bit SipHash by default, SHA-256 as an option
+//! ([`PrefixHash`]); either way a hit is compared with the prompt (the stored parent hash and
+//! token ids), so that a collision of a block's own hash is a counted miss ([`Stats`]), in
+//! release builds too. A prompt's lookup covers its first `len - 1` tokens: the last token is
+//! computed in any case, for the logits of the next one. Partial blocks are never
 //! hashed, their content still changes; nor are the blocks of a compacted sequence (see
 //! *Compaction*). A prompt lookup stops at the first miss: the caller computes every token after
 //! the cached prefix anyway. When a block fills with a hash that another block already has (two
@@ -51,6 +57,19 @@
 //! are O(log n), and every other structure is a `Vec` or `HashMap`, so an operation costs
 //! O(log n) per block it touches (200k operations take about half a second in a debug build).
 //!
+//! # Two-phase moves
+//!
+//! A scheduler batches the copies of a step and runs them later, on a copy stream or after other
+//! kernels. So [`BlockManager::swap_out`], [`BlockManager::swap_in`] and
+//! [`BlockManager::compact`] return plans with a [`Ticket`], and pin every device block and host
+//! slot their copy reads or writes: a pinned block is neither free nor cached, whatever its
+//! refcount, so no allocation hands it out while the copy still reads it (before, a compaction's
+//! old blocks went back to the pool before its gather ran). The sequence waits
+//! ([`BlockError::MovePending`]) and the blocks a swap-in fills are registered for prefix hits
+//! only once [`BlockManager::complete`] gets the ticket; a freed sequence's pinned blocks go back
+//! then. Copy-on-write ([`CopyBlock`]) stays one-phase: the copy runs on the compute stream right
+//! before the token's K/V write, and its source stays held by the sequences that share it.
+//!
 //! # Preemption
 //!
 //! - **Swap**: [`BlockManager::swap_out`] copies *every* block of the sequence to a host slot,
@@ -65,10 +84,14 @@
 //!
 //! # Compaction
 //!
-//! A token-level eviction policy keeps `k` of a sequence's tokens. [`BlockManager::compact`]
-//! allocates `ceil(k / block_size)` fresh blocks, mirrors the kept tokens into them, points the
-//! block table at them and releases the old blocks; the [`CompactPlan`] it returns is the gather
-//! the GPU runs. The fresh blocks are taken while the old ones are still held, since the gather
+//! A token-level eviction policy keeps `k` of a sequence's tokens in each kv head: the policies
+//! and the `kv_compact` kernel select per kv head, so the heads keep as many tokens, not the same
+//! ones. [`BlockManager::compact`] allocates `ceil(k / block_size)` fresh blocks, mirrors each
+//! head's kept tokens into them, points the block table at them and lets the old blocks go once
+//! the gather completes; the [`CompactPlan`] it returns is that gather. A kept token keeps the
+//! rotary position it was computed at, so the next token's position
+//! ([`BlockManager::next_position`]) is the length before compaction plus the tokens appended
+//! since, not the kept count. The fresh blocks are taken while the old ones are still held, since the gather
 //! reads the old blocks while it writes the new ones: compaction needs `ceil(k / block_size)` free
 //! or evictable blocks on top of the sequence's own, although it ends up holding fewer. The old
 //! blocks are then released like a freed sequence's: those that others share (a fork, another

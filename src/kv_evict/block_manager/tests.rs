@@ -627,3 +627,275 @@ fn a_resumed_compacted_sequence_is_a_prompt_again() {
     assert_eq!(table(&m, C)[..2], table(&m, A));
     checked(&m);
 }
+
+fn heads_manager(
+    num_blocks: usize,
+    block_size: usize,
+    kv_heads: usize,
+    hash: PrefixHash,
+) -> BlockManager {
+    BlockManager::with_options(Options {
+        num_blocks,
+        block_size,
+        num_host_blocks: 8,
+        kv_heads,
+        hash,
+    })
+}
+
+#[test]
+fn compaction_keeps_other_tokens_per_kv_head_and_the_next_position() {
+    let mut m = heads_manager(16, 4, 2, PrefixHash::Fast);
+    let prompt: Vec<u32> = (10..20).collect();
+    m.add_sequence(A, &prompt).unwrap();
+    let kept = vec![vec![0, 1, 9], vec![3, 4, 5]];
+    let plan = m.compact(A, &kept).unwrap();
+    assert_eq!((plan.num_kept(), plan.next_position), (3, 10));
+    assert_eq!(
+        m.head_tokens(A).unwrap(),
+        [vec![10, 11, 19], vec![13, 14, 15]]
+    );
+    assert_eq!(m.tokens(A), Err(BlockError::HeadsDiffer(A)));
+    assert_eq!(m.num_tokens(A), Ok(3));
+    assert_eq!(m.next_position(A), Ok(10));
+    m.complete(plan.ticket).unwrap();
+    // The next token rotates at position 10, not 3, and goes to slot 3 of every head.
+    let out = m.append_token(A, 20).unwrap();
+    assert_eq!((out.position, out.offset), (10, 3));
+    assert_eq!(m.next_position(A), Ok(11));
+    assert_eq!(
+        m.head_tokens(A).unwrap(),
+        [vec![10, 11, 19, 20], vec![13, 14, 15, 20]]
+    );
+    // No prompt recomputes what each head kept.
+    assert_eq!(m.drop_for_recompute(A), Err(BlockError::HeadsDiffer(A)));
+    // The kernel keeps one count per sequence, and one list per kv head.
+    use BlockError::*;
+    let before = m.clone();
+    assert_eq!(
+        m.compact(A, &[vec![0]]),
+        Err(KeptHeads {
+            id: A,
+            got: 1,
+            kv_heads: 2
+        })
+    );
+    assert_eq!(
+        m.compact(A, &[vec![0, 1], vec![2]]),
+        Err(KeptLengths {
+            id: A,
+            head: 1,
+            len: 1,
+            first: 2
+        })
+    );
+    assert_eq!(
+        m.compact(A, &[vec![0], vec![4]]),
+        Err(InvalidKept {
+            id: A,
+            head: 1,
+            index: 0,
+            position: 4,
+            num_tokens: 4
+        })
+    );
+    assert_eq!(m, before);
+    // Swapped out and back, each head's tokens come back where they were.
+    swap_out(&mut m, A).unwrap();
+    swap_in(&mut m, A).unwrap();
+    assert_eq!(
+        m.head_tokens(A).unwrap(),
+        [vec![10, 11, 19, 20], vec![13, 14, 15, 20]]
+    );
+    // Once the heads agree again (both keep the appended token), a resumed sequence is a prompt
+    // again: positions from 0.
+    let same = vec![vec![3]; 2];
+    let plan = m.compact(A, &same).unwrap();
+    m.complete(plan.ticket).unwrap();
+    m.drop_for_recompute(A).unwrap();
+    m.resume(A).unwrap();
+    assert_eq!(m.next_position(A), Ok(1));
+    checked(&m);
+}
+
+#[test]
+fn blocks_a_pending_move_reads_are_not_handed_out_before_it_completes() {
+    let mut m = BlockManager::new(4, 2, 4);
+    m.add_sequence(A, &[1, 2, 3]).unwrap();
+    let old = table(&m, A);
+    let plan = m.compact(A, &[vec![2]]).unwrap();
+    // A's old blocks are pinned: the free list and the cache hold only the untouched block.
+    assert_eq!((m.num_free_blocks(), m.num_cached_blocks()), (1, 0));
+    assert!(old.iter().all(|&b| m.refcount(b) == 0 && m.pins(b) == 1));
+    checked(&m);
+    // Nothing but the free block can be allocated, and the sequence waits for its gather.
+    assert!(m.add_sequence(B, &[7, 7, 7]).is_err());
+    assert_eq!(
+        m.append_token(A, 4),
+        Err(BlockError::MovePending(A, plan.ticket))
+    );
+    assert_eq!(m.swap_out(A), Err(BlockError::MovePending(A, plan.ticket)));
+    // Freed meanwhile, its fresh block stays pinned too: the gather still writes it.
+    m.free_sequence(A).unwrap();
+    assert_eq!(m.num_free_blocks(), 1);
+    checked(&m);
+    m.complete(plan.ticket).unwrap();
+    assert_eq!(
+        m.complete(plan.ticket),
+        Err(BlockError::UnknownTicket(plan.ticket))
+    );
+    // The old full block is cached again, the partial old and the fresh one are free.
+    assert_eq!((m.num_free_blocks(), m.num_cached_blocks()), (3, 1));
+    assert_eq!(m.pending_moves().count(), 0);
+    checked(&m);
+
+    // Swap-out: the host slots it writes stay pinned while the sequence is freed.
+    m.add_sequence(B, &[5, 6, 7]).unwrap();
+    let out = m.swap_out(B).unwrap();
+    m.free_sequence(B).unwrap();
+    assert_eq!(m.num_free_host_slots(), 2);
+    m.complete(out.ticket).unwrap();
+    assert_eq!(m.num_free_host_slots(), 4);
+    checked(&m);
+}
+
+#[test]
+fn swapped_in_blocks_are_shared_by_prompts_only_once_their_copy_completes() {
+    let mut m = BlockManager::new(8, 2, 4);
+    m.add_sequence(A, &[1, 2, 3, 4, 5]).unwrap();
+    swap_out(&mut m, A).unwrap();
+    // Evict A's cached blocks, so that swap-in copies them.
+    m.add_sequence(B, &[9; 16]).unwrap();
+    m.free_sequence(B).unwrap();
+    m.add_sequence(B, &[8; 16]).unwrap();
+    m.free_sequence(B).unwrap();
+    let back = m.swap_in(A).unwrap();
+    assert_eq!(back.pairs.len(), 3);
+    assert_eq!(
+        m.add_sequence(C, &[1, 2, 3, 4, 0])
+            .unwrap()
+            .num_cached_tokens,
+        0
+    );
+    m.free_sequence(C).unwrap();
+    m.complete(back.ticket).unwrap();
+    assert_eq!(
+        m.add_sequence(C, &[1, 2, 3, 4, 0])
+            .unwrap()
+            .num_cached_tokens,
+        4
+    );
+    checked(&m);
+}
+
+#[test]
+fn a_full_prompt_hit_leaves_the_last_token_to_compute() {
+    let mut m = BlockManager::new(8, 2, 0);
+    let prompt = [1, 2, 3, 4];
+    m.add_sequence(A, &prompt).unwrap();
+    // Both blocks are cached, but the last token is computed for its logits: its block is new.
+    let hit = m.add_sequence(B, &prompt).unwrap();
+    assert_eq!((hit.num_cached_tokens, hit.num_tokens_to_compute()), (2, 2));
+    assert_eq!(table(&m, B)[0], table(&m, A)[0]);
+    assert_ne!(table(&m, B)[1], table(&m, A)[1]);
+    // One token more and every full block hits.
+    assert_eq!(
+        m.add_sequence(C, &[1, 2, 3, 4, 5])
+            .unwrap()
+            .num_cached_tokens,
+        4
+    );
+    assert_eq!(m.add_sequence(SeqId(4), &[]).unwrap().num_cached_tokens, 0);
+    assert_eq!(m.add_sequence(SeqId(5), &[1]).unwrap().num_cached_tokens, 0);
+    checked(&m);
+}
+
+/// Two blocks of `block_size` tokens whose truncated hashes (from no parent) collide.
+fn colliding_blocks(hash: PrefixHash, block_size: u32) -> (Vec<u32>, Vec<u32>) {
+    let block = |i: u32| {
+        (0..block_size)
+            .map(|t| i * block_size + t)
+            .collect::<Vec<_>>()
+    };
+    let first = block(0);
+    let h = hash.chain(None, &first);
+    let other = (1..).map(block).find(|b| hash.chain(None, b) == h).unwrap();
+    (first, other)
+}
+
+#[test]
+fn hash_collisions_are_misses_in_release_builds_too() {
+    let hash = PrefixHash::Truncated(2);
+    let (a, b) = colliding_blocks(hash, 2);
+    let mut m = heads_manager(8, 2, 1, hash);
+    let with = |block: &[u32]| [block, &[0]].concat();
+    m.add_sequence(A, &with(&a)).unwrap();
+    // B's first block has A's hash, not A's tokens: computed, not shared.
+    let miss = m.add_sequence(B, &with(&b)).unwrap();
+    assert_eq!(miss.num_cached_tokens, 0);
+    assert_ne!(table(&m, B)[0], table(&m, A)[0]);
+    assert_eq!(m.stats().hash_collisions, 1);
+    assert_eq!(m.tokens(B).unwrap(), with(&b));
+    // Swapped back in, B's block finds A's under its hash and copies rather than share it.
+    swap_out(&mut m, B).unwrap();
+    let back = swap_in(&mut m, B).unwrap();
+    assert_eq!(back.pairs.len(), 2);
+    assert_eq!(m.stats().hash_collisions, 2);
+    assert_eq!(m.tokens(B).unwrap(), with(&b));
+    checked(&m);
+}
+
+#[test]
+fn sha256_shares_blocks_like_the_fast_hash() {
+    let prompt: Vec<u32> = (0..9).collect();
+    let (fast, sha) = (PrefixHash::Fast, PrefixHash::Sha256);
+    assert_ne!(
+        fast.chain(None, &prompt[..4]),
+        sha.chain(None, &prompt[..4])
+    );
+    assert_ne!(
+        sha.chain(None, &prompt[..4]),
+        sha.chain(None, &prompt[1..5])
+    );
+    let first = sha.chain(None, &prompt[..4]);
+    assert_ne!(
+        sha.chain(Some(first), &prompt[4..8]),
+        sha.chain(None, &prompt[4..8])
+    );
+    for hash in [fast, sha] {
+        let mut m = heads_manager(8, 4, 1, hash);
+        m.add_sequence(A, &prompt).unwrap();
+        assert_eq!(m.add_sequence(B, &prompt).unwrap().num_cached_tokens, 8);
+        checked(&m);
+    }
+}
+
+#[test]
+fn stats_count_hits_evictions_and_preemptions() {
+    let mut m = BlockManager::new(4, 2, 4);
+    m.add_sequence(A, &[1, 2, 3, 4, 5]).unwrap();
+    m.add_sequence(B, &[1, 2, 3, 4, 6]).unwrap();
+    m.free_sequence(A).unwrap();
+    m.free_sequence(B).unwrap();
+    assert_eq!(m.stats().hit_rate(), 4.0 / 10.0);
+    // Three blocks: the free ones (A's and B's partial ones), then the oldest cached one.
+    m.add_sequence(C, &[7; 6]).unwrap();
+    assert_eq!(m.stats().evicted_blocks, 1);
+    swap_out(&mut m, C).unwrap();
+    swap_in(&mut m, C).unwrap();
+    m.drop_for_recompute(C).unwrap();
+    let s = *m.stats();
+    assert_eq!(
+        (
+            s.prompt_tokens,
+            s.cached_tokens,
+            s.swapped_out,
+            s.dropped_for_recompute
+        ),
+        (16, 4, 1, 1)
+    );
+    assert_eq!(s.preemptions(), 2);
+    // A failed operation counts nothing.
+    m.add_sequence(A, &[9; 12]).unwrap_err();
+    assert_eq!(*m.stats(), s);
+}
