@@ -492,9 +492,9 @@ fn step(m: &mut BlockManager, world: &mut World, op: &Op) -> Result<(), TestCase
                     prop_assert!(plan.new_table.iter().all(|b| !plan.old_table.contains(b)));
                     let e = world.shadow.get_mut(id).expect("live");
                     prop_assert_eq!(plan.next_position, e.next_position);
-                    for h in 0..heads {
-                        e.heads[h] = kept[h].iter().map(|&p| e.heads[h][p]).collect();
-                        e.kv[h] = kept[h].iter().map(|&p| e.kv[h][p]).collect();
+                    for ((tokens, kv), kept) in e.heads.iter_mut().zip(&mut e.kv).zip(kept) {
+                        *tokens = kept.iter().map(|&p| tokens[p]).collect();
+                        *kv = kept.iter().map(|&p| kv[p]).collect();
                     }
                     (e.compacted, e.pending) = (true, Some(plan.ticket));
                     world.gpu.moves.push((plan.ticket, Move::Compact(plan)));
