@@ -11,6 +11,7 @@ pub mod block_manager;
 pub mod config;
 mod goals;
 mod page_moves;
+pub mod plans;
 pub mod policy;
 mod prepared;
 

@@ -1,32 +1,32 @@
-//! Whole-block moves of the paged cache on the device: swapping scattered blocks to pinned host
-//! memory and back (preemption), and copy-on-write block copies. One gather/scatter kernel does
-//! all three (kernels/kv_evict/copy.cu); for swaps the driver's per-block `cuMemcpyAsync`, what a
-//! server without such a kernel issues, runs beside it. Every move is checked byte for byte.
+//! Whole-block moves of the paged cache on the device: swapping blocks to pinned host memory and
+//! back (preemption), and copy-on-write block copies, as the block manager plans them on a
+//! serving-like state (src/kv_evict/plans.rs). One gather/scatter kernel does all three
+//! (kernels/kv_evict/copy.cu); for swaps the driver's per-block `cuMemcpyAsync`, what a server
+//! without such a kernel issues, runs beside it. Every move is checked byte for byte against the
+//! plan: each destination page holds its planned source page, nothing else changed.
 
-use anyhow::{ensure, Result};
-use rand::seq::SliceRandom;
+use anyhow::{anyhow, ensure, Result};
 use rand::Rng;
 
 use super::config::{EvictConfig, Op};
+use super::plans::{check_page_moves, move_device_pages, page_moves, PageMoves};
 use crate::gpu::{Buffer, CopyDirection, Gpu, GpuResult, Kernel, PinnedHost};
 use crate::suite::{Check, LaunchFn, Provider, Variant, Variants};
 
 const COPY_PAGES_BLOCK: u32 = 256;
 const POISON_BYTE: u8 = 0xFF;
 
-/// Device memory of a prepared case: two pools of twice the moved blocks.
+/// Device memory of a prepared case: the K and V pools of the planned state.
 pub fn device_bytes(c: &EvictConfig) -> u64 {
-    (2 * 2 * c.blocks * c.page_bytes()) as u64
+    (2 * move_device_pages(c) * c.page_bytes()) as u64
 }
 
 pub struct PreparedPageMoves {
     c: EvictConfig,
     page_bytes: usize,
-    /// The device pages moved, in host-slot order (swaps), or the copy sources (copy-on-write).
-    pages: Vec<i32>,
-    /// Copy-on-write destinations, disjoint from `pages`.
-    cow_targets: Vec<i32>,
-    /// The pools' contents before any move (copy-on-write targets poisoned).
+    /// The plan's copies: source and destination pages (device blocks or host slots).
+    moves: PageMoves,
+    /// The pools' contents before any move (device destinations poisoned).
     k_init: Vec<u8>,
     v_init: Vec<u8>,
     /// What a swap-in brings back (random bytes, unlike anything in the pools).
@@ -39,8 +39,8 @@ pub struct PreparedPageMoves {
     /// Device addresses of the pinned buffers (the kernel reads and writes them over PCIe).
     host_k_address: u64,
     host_v_address: u64,
-    pages_d: Buffer<i32>,
-    cow_targets_d: Buffer<i32>,
+    src_d: Buffer<i32>,
+    dst_d: Buffer<i32>,
 }
 
 fn random_bytes(n: usize, rng: &mut impl Rng) -> Vec<u8> {
@@ -56,25 +56,21 @@ impl PreparedPageMoves {
         ensure!(c.op.moves_blocks(), "{} does not move blocks", c.op.name());
         let mut rng = rand::rng();
         let page_bytes = c.page_bytes();
-        let pool_pages = 2 * c.blocks;
-        // Scattered pages: a random half of the pool, in random order; the other half are the
-        // copy-on-write targets.
-        let mut order: Vec<i32> = (0..pool_pages as i32).collect();
-        order.shuffle(&mut rng);
-        let (pages, cow_targets) = (order[..c.blocks].to_vec(), order[c.blocks..].to_vec());
+        let moves = page_moves(c, rng.random());
+        check_page_moves(c.op, &moves, c.blocks).map_err(|e| anyhow!("the plan's copies: {e}"))?;
+        let pool_pages = moves.device_pages;
         let mut k_init = random_bytes(pool_pages * page_bytes, &mut rng);
         let mut v_init = random_bytes(pool_pages * page_bytes, &mut rng);
-        let poisoned = match c.op {
-            Op::CopyOnWrite => &cow_targets,
-            Op::SwapIn => &pages,
-            _ => &Vec::new(),
+        let poisoned: &[i32] = match c.op {
+            Op::SwapOut => &[],
+            _ => &moves.dst,
         };
         for &p in poisoned {
             let range = p as usize * page_bytes..(p as usize + 1) * page_bytes;
             k_init[range.clone()].fill(POISON_BYTE);
             v_init[range].fill(POISON_BYTE);
         }
-        let host_bytes = c.blocks * page_bytes;
+        let host_bytes = moves.host_pages * page_bytes;
         let host_k = gpu.alloc_pinned_mapped::<u8>(host_bytes)?;
         let host_v = gpu.alloc_pinned_mapped::<u8>(host_bytes)?;
         let mut prepared = PreparedPageMoves {
@@ -86,12 +82,11 @@ impl PreparedPageMoves {
             host_v,
             host_k_init: random_bytes(host_bytes, &mut rng),
             host_v_init: random_bytes(host_bytes, &mut rng),
-            pages_d: gpu.upload(&pages)?,
-            cow_targets_d: gpu.upload(&cow_targets)?,
+            src_d: gpu.upload(&moves.src)?,
+            dst_d: gpu.upload(&moves.dst)?,
             k_init,
             v_init,
-            pages,
-            cow_targets,
+            moves,
             page_bytes,
             c: c.clone(),
         };
@@ -135,49 +130,50 @@ impl PreparedPageMoves {
     }
 
     fn launch_kernel(&self, gpu: &Gpu, kernel: &Kernel) -> GpuResult<()> {
-        let count = self.c.blocks as i32;
+        let count = self.moves.src.len() as i32;
         let page_vectors = (self.page_bytes / 16) as i32;
-        let null = 0u64;
         let mut launch = gpu.launch(kernel);
         // kv_copy_pages(src_k, src_v, dst_k, dst_v, src_pages, dst_pages, count, page_vectors):
-        // a host side is a dense buffer (null page list) addressed over PCIe.
+        // a host side is the pinned slot buffer addressed over PCIe, indexed by the plan's slots.
         match self.c.op {
             Op::SwapOut => launch
                 .buffer(&self.k_pool)
                 .buffer(&self.v_pool)
                 .value(&self.host_k_address)
-                .value(&self.host_v_address)
-                .buffer(&self.pages_d)
-                .value(&null),
+                .value(&self.host_v_address),
             Op::SwapIn => launch
                 .value(&self.host_k_address)
                 .value(&self.host_v_address)
                 .buffer(&self.k_pool)
-                .buffer(&self.v_pool)
-                .value(&null)
-                .buffer(&self.pages_d),
+                .buffer(&self.v_pool),
             _ => launch
                 .buffer(&self.k_pool)
                 .buffer(&self.v_pool)
                 .buffer(&self.k_pool)
-                .buffer(&self.v_pool)
-                .buffer(&self.pages_d)
-                .buffer(&self.cow_targets_d),
+                .buffer(&self.v_pool),
         };
-        launch.value(&count).value(&page_vectors);
-        // SAFETY: kv_copy_pages signature; page lists index pages of the pools, dense sides hold
-        // `count` pages.
+        launch
+            .buffer(&self.src_d)
+            .buffer(&self.dst_d)
+            .value(&count)
+            .value(&page_vectors);
+        // SAFETY: kv_copy_pages signature; check_page_moves proved in `prepare` that every source
+        // and destination index is a page of its side (pools of `device_pages`, host buffers of
+        // `host_pages`), and that no destination is written twice or read as a source.
         unsafe { launch.run_3d((count as u32, 2, 1), COPY_PAGES_BLOCK, 0) }
     }
 
     fn launch_driver(&self, gpu: &Gpu) -> GpuResult<()> {
-        let ranges: Vec<(usize, usize)> = self
-            .pages
-            .iter()
-            .enumerate()
-            .map(|(slot, &p)| (p as usize * self.page_bytes, slot * self.page_bytes))
+        // (device offset, host offset) of each planned copy.
+        let swap_out = self.c.op == Op::SwapOut;
+        let pb = self.page_bytes;
+        let ranges: Vec<(usize, usize)> = (self.moves.src.iter().zip(&self.moves.dst))
+            .map(|(&s, &d)| {
+                let (block, slot) = if swap_out { (s, d) } else { (d, s) };
+                (block as usize * pb, slot as usize * pb)
+            })
             .collect();
-        let direction = if self.c.op == Op::SwapOut {
+        let direction = if swap_out {
             CopyDirection::DeviceToHost
         } else {
             CopyDirection::HostToDevice
@@ -188,7 +184,9 @@ impl PreparedPageMoves {
         Ok(())
     }
 
-    /// Checks every page the move wrote and that no other page changed.
+    /// Checks every page the move wrote against the plan (after a swap-out the host slots hold
+    /// the plan's source blocks, after a swap-in or a copy on write each destination block its
+    /// source page) and that no other page of either side changed.
     fn check(&self, gpu: &Gpu) -> Result<Option<String>> {
         let pb = self.page_bytes;
         let page = |bytes: &[u8], p: usize| bytes[p * pb..(p + 1) * pb].to_vec();
@@ -208,29 +206,37 @@ impl PreparedPageMoves {
                 &self.host_v_init,
             ),
         ];
+        let swap_out = self.c.op == Op::SwapOut;
         for (name, pool, init, host, host_init) in pools {
-            for (slot, (&src, &dst)) in self.pages.iter().zip(&self.cow_targets).enumerate() {
-                let (src, dst) = (src as usize, dst as usize);
-                let (got, want, what) = match self.c.op {
-                    Op::SwapOut => (page(host, slot), page(init, src), "host slot"),
-                    Op::SwapIn => (page(&pool, src), page(host_init, slot), "device page"),
-                    _ => (page(&pool, dst), page(init, src), "copy target"),
-                };
-                if got != want {
-                    return Ok(Some(format!("{name} {what} of block {slot} differs")));
+            // (the side the move wrote, the side it read as it was before)
+            let (written, read) = match self.c.op {
+                Op::SwapOut => (host, init.as_slice()),
+                Op::SwapIn => (pool.as_slice(), host_init.as_slice()),
+                _ => (pool.as_slice(), init.as_slice()),
+            };
+            let pairs = self.moves.src.iter().zip(&self.moves.dst);
+            for (i, (&src, &dst)) in pairs.enumerate() {
+                if page(written, dst as usize) != page(read, src as usize) {
+                    return Ok(Some(format!(
+                        "{name} copy {i}: page {dst} does not hold source page {src}"
+                    )));
                 }
             }
-            let written: std::collections::HashSet<usize> = match self.c.op {
-                Op::SwapOut => Default::default(),
-                Op::SwapIn => self.pages.iter().map(|&p| p as usize).collect(),
-                _ => self.cow_targets.iter().map(|&p| p as usize).collect(),
+            let targets: std::collections::HashSet<usize> =
+                self.moves.dst.iter().map(|&p| p as usize).collect();
+            let untouched = |bytes: &[u8], before: &[u8], targets_here: bool| {
+                (0..bytes.len() / pb).find(|p| {
+                    !(targets_here && targets.contains(p)) && page(bytes, *p) != page(before, *p)
+                })
             };
-            let pages = pool.len() / pb;
-            if let Some(p) =
-                (0..pages).find(|p| !written.contains(p) && page(&pool, *p) != page(init, *p))
-            {
+            if let Some(p) = untouched(&pool, init, !swap_out) {
                 return Ok(Some(format!(
-                    "{name} page {p} changed but was not a target"
+                    "{name} device page {p} changed but was not a target"
+                )));
+            }
+            if let Some(p) = untouched(host, host_init, swap_out) {
+                return Ok(Some(format!(
+                    "{name} host slot {p} changed but was not a target"
                 )));
             }
         }
@@ -247,14 +253,14 @@ impl PreparedPageMoves {
         self.reset_host()?;
         launch(self, gpu)?;
         gpu.synchronize()?;
-        let bytes = 2 * self.c.blocks * self.page_bytes;
+        let bytes = 2 * self.moves.src.len() * self.page_bytes;
         Ok(match self.check(gpu)? {
             None => Check {
                 passed: true,
                 max_rel_err: 0.0,
                 detail: format!(
-                    "{} blocks ({bytes} bytes) moved exactly, nothing else touched",
-                    self.c.blocks
+                    "{} planned blocks ({bytes} bytes) moved exactly, nothing else touched",
+                    self.moves.src.len()
                 ),
                 accuracy: None,
             },

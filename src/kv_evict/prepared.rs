@@ -3,13 +3,17 @@
 //! CPU reference of src/kv_evict/policy.rs (scores within a bound derived from f32, selection
 //! and compaction exactly).
 
-use anyhow::Result;
+use anyhow::{anyhow, ensure, Result};
 use rand::seq::index::sample;
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rayon::prelude::*;
 
+use super::block_manager::{BlockManager, SeqId};
 use super::config::{EvictConfig, Op, ScoreData};
+use super::plans::{
+    check_compact_args, compact_args, compaction_pool_pages, compaction_state, plan_compaction,
+    table_rows,
+};
 use super::policy::{attention_mass, plan_kept, Policy, PolicyParams};
 use crate::attention::layout::PagedLayout;
 use crate::gpu::{Buffer, Gpu, GpuResult, Kernel};
@@ -85,11 +89,15 @@ pub fn device_bytes(c: &EvictConfig) -> u64 {
     (pools + scratch + heads * geometry.kept_stride * 4) as u64
 }
 
-/// Where tokens live before and after compaction: the cache's shuffled pages, then fresh pages
-/// for the kept tokens taken from the free pages after them (in a random order, as an allocator
-/// hands them out), with the same table stride.
+/// Where tokens live before and after compaction, as the block manager plans it: the batch's
+/// block tables on a state with a shared system prompt and forked beams
+/// (`plans::compaction_state`), then the fresh pages of the manager's compaction plans, planned
+/// for the whole batch as one step (no sequence's fresh page is another's old page), with the
+/// same table stride.
 struct Geometry {
+    /// Every page of the pool is addressable (`num_pages` is the pool's).
     old: PagedLayout,
+    /// The plans' new tables (zeros until [`Geometry::plan`]).
     new_tables: Vec<i32>,
     budgets: Vec<usize>,
     pool_pages: usize,
@@ -97,33 +105,72 @@ struct Geometry {
     stride: usize,
     /// Kept-list entries per (sequence, kv head): the largest budget.
     kept_stride: usize,
+    manager: BlockManager,
+    ids: Vec<SeqId>,
 }
 
 impl Geometry {
     fn new(c: &EvictConfig, seed: u64) -> Geometry {
         let lens = c.context_lens();
         let ps = c.cache.page_size;
-        let old = PagedLayout::paged(&lens, ps, seed);
+        let (manager, ids) = compaction_state(c, seed);
+        let max_pages = lens
+            .iter()
+            .map(|l| l.div_ceil(ps))
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let tables = ids
+            .iter()
+            .map(|&id| manager.block_table(id).expect("on the device"));
+        let pool_pages = compaction_pool_pages(c);
+        let old = PagedLayout {
+            page_size: ps,
+            num_pages: pool_pages,
+            max_pages_per_seq: max_pages,
+            block_tables: table_rows(tables, max_pages),
+            context_lens: lens.iter().map(|&l| l as i32).collect(),
+        };
         let budgets = c.budgets();
-        let new_pages: usize = budgets.iter().map(|b| b.div_ceil(ps)).sum();
-        let mut fresh: Vec<i32> = (old.num_pages..old.num_pages + new_pages)
-            .map(|p| p as i32)
-            .collect();
-        fresh.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed ^ 1));
-        let mut fresh = fresh.into_iter();
-        let mut new_tables = vec![0i32; old.block_tables.len()];
-        for (b, &budget) in budgets.iter().enumerate() {
-            let row = &mut new_tables[b * old.max_pages_per_seq..][..budget.div_ceil(ps)];
-            row.iter_mut().for_each(|p| *p = fresh.next().unwrap_or(0));
-        }
         Geometry {
-            pool_pages: old.num_pages + new_pages,
+            pool_pages,
             stride: lens.iter().copied().max().unwrap_or(1).max(1),
             kept_stride: budgets.iter().copied().max().unwrap_or(1).max(1),
-            new_tables,
+            new_tables: vec![0; old.block_tables.len()],
             budgets,
             old,
+            manager,
+            ids,
         }
+    }
+
+    /// Plans the batch's compaction to the kept lists `[batch][kv_heads][kept_stride]` and
+    /// takes the kernel's tables from the plans, once they are checked to say what the plans
+    /// say. Returns the fresh pages.
+    fn plan(&mut self, kept: &[i32]) -> Result<Vec<u32>> {
+        let lens: Vec<usize> = self.old.context_lens.iter().map(|&l| l as usize).collect();
+        let counts: Vec<usize> = lens
+            .iter()
+            .zip(&self.budgets)
+            .map(|(&l, &b)| l.min(b))
+            .collect();
+        let plans = plan_compaction(
+            &mut self.manager,
+            &self.ids,
+            kept,
+            self.kept_stride,
+            &counts,
+        );
+        let args = compact_args(&plans, self.old.max_pages_per_seq);
+        let ps = self.old.page_size;
+        check_compact_args(&plans, &args, &lens, ps, self.pool_pages)
+            .map_err(|e| anyhow!("compaction plans: {e}"))?;
+        ensure!(
+            args.old_tables == self.old.block_tables,
+            "the plans' old tables are not the cache's"
+        );
+        self.new_tables = args.new_tables;
+        Ok(plans.into_iter().flat_map(|p| p.new_table).collect())
     }
 
     /// Byte offset in a pool of token `t` of kv head `h` of sequence `b`, at page `page`.
@@ -197,15 +244,9 @@ impl PreparedEviction {
             .map(|h| crate::attention::fp8_scale(e, h, cache.per_head_scales))
             .collect();
         let head_of = |i: usize| (i / (g.old.page_size * d)) % kvh;
-        let old_elements = g.old.pool_elements(kvh, d);
-        let k_host = random_encoded(rng.random(), old_elements, e, |i| k_scales[head_of(i)]);
-        let v_host = random_encoded(rng.random(), old_elements, e, |i| k_scales[head_of(i)]);
-        let pool_bytes = g.pool_pages * c.page_bytes();
-        let with_fresh_pages = |old: &[u8]| {
-            let mut bytes = old.to_vec();
-            bytes.resize(pool_bytes, POISON_BYTE);
-            bytes
-        };
+        let pool_elements = g.old.pool_elements(kvh, d);
+        let k_host = random_encoded(rng.random(), pool_elements, e, |i| k_scales[head_of(i)]);
+        let v_host = random_encoded(rng.random(), pool_elements, e, |i| k_scales[head_of(i)]);
         let rows = c.score_rows();
         let q_bytes = random_encoded(
             rng.random(),
@@ -232,8 +273,8 @@ impl PreparedEviction {
         };
         let mut prepared = PreparedEviction {
             q: gpu.upload(&q_bytes)?,
-            k_pool: gpu.upload(&with_fresh_pages(&k_host))?,
-            v_pool: gpu.upload(&with_fresh_pages(&v_host))?,
+            k_pool: gpu.upload(&k_host)?,
+            v_pool: gpu.upload(&v_host)?,
             old_tables: gpu.upload(&g.old.block_tables)?,
             new_tables: gpu.upload(&g.new_tables)?,
             context_lens: gpu.upload(&g.old.context_lens)?,
@@ -271,6 +312,18 @@ impl PreparedEviction {
         if c.op == Op::Compact {
             gpu.write(&mut prepared.kept, &prepared.kept_host)?;
         }
+        // The fresh pages are poisoned in the host copies too, which the references read only
+        // at old pages: `verify` restores the pools from them.
+        let fresh = prepared.g.plan(&prepared.kept_host)?;
+        let pb = c.page_bytes();
+        for &p in &fresh {
+            let range = p as usize * pb..(p as usize + 1) * pb;
+            prepared.k_host[range.clone()].fill(POISON_BYTE);
+            prepared.v_host[range].fill(POISON_BYTE);
+        }
+        gpu.write(&mut prepared.k_pool, &prepared.k_host)?;
+        gpu.write(&mut prepared.v_pool, &prepared.v_host)?;
+        gpu.write(&mut prepared.new_tables, &prepared.g.new_tables)?;
         let variant = prepared.load_kernels(gpu);
         gpu.synchronize()?;
         Ok(Variants::new(prepared, vec![variant]))
@@ -665,10 +718,10 @@ impl PreparedEviction {
             let poison = vec![POISON_INDEX; self.kept.len()];
             gpu.write(&mut self.kept, &poison)?;
         }
-        let fresh_start = self.g.old.num_pages * c.page_bytes();
-        let poison = vec![POISON_BYTE; self.k_pool.len() - fresh_start];
-        gpu.write_at(&mut self.k_pool, fresh_start, &poison)?;
-        gpu.write_at(&mut self.v_pool, fresh_start, &poison)?;
+        if matches!(c.op, Op::Compact | Op::Evict) {
+            gpu.write(&mut self.k_pool, &self.k_host)?;
+            gpu.write(&mut self.v_pool, &self.v_host)?;
+        }
         launch(self, gpu)?;
         gpu.synchronize()?;
 
@@ -747,24 +800,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fresh_pages_follow_the_old_ones_and_hold_each_budget() {
-        let c = EvictConfig::parse("op=compact,lens=100:7:33,p=16,budget=50%").unwrap();
-        let g = Geometry::new(&c, 3);
+    fn the_kernel_tables_are_the_plans_and_the_fresh_pages_hold_each_budget() {
+        let c =
+            EvictConfig::parse("op=compact,policy=random,lens=100:7:33,p=16,budget=50%").unwrap();
+        let mut g = Geometry::new(&c, 3);
         assert_eq!(g.budgets, vec![50, 4, 17]);
-        assert_eq!(g.old.num_pages, 7 + 1 + 3);
-        assert_eq!(g.pool_pages, 11 + 4 + 1 + 2);
+        assert_eq!(g.pool_pages, 7 + 1 + 3 + 4 + 1 + 2);
+        let kvh = c.cache.kv_heads;
+        let mut kept = vec![POISON_INDEX; 3 * kvh * g.kept_stride];
+        for (b, &len) in [100usize, 7, 33].iter().enumerate() {
+            let n = g.budgets[b].min(len);
+            for h in 0..kvh {
+                let p = c.policy_params(g.budgets[b]);
+                let list = plan_kept(&p, None, len, b as u32, h as u32, n);
+                for (j, &t) in list.iter().enumerate() {
+                    kept[(b * kvh + h) * g.kept_stride + j] = t as i32;
+                }
+            }
+        }
+        let old = g.old.block_tables.clone();
+        let mut fresh = g.plan(&kept).unwrap();
         let mp = g.old.max_pages_per_seq;
-        let mut fresh: Vec<i32> = g
-            .budgets
-            .iter()
-            .enumerate()
-            .flat_map(|(b, &n)| g.new_tables[b * mp..][..n.div_ceil(16)].to_vec())
+        let rows: Vec<i32> = (0..3)
+            .flat_map(|b| g.new_tables[b * mp..][..g.budgets[b].div_ceil(16)].to_vec())
             .collect();
+        assert_eq!(rows, fresh.iter().map(|&p| p as i32).collect::<Vec<_>>());
         fresh.sort_unstable();
-        assert_eq!(
-            fresh,
-            (11..18).collect::<Vec<_>>(),
-            "each fresh page once, none old"
+        fresh.dedup();
+        assert_eq!(fresh.len(), 4 + 1 + 2, "each fresh page once");
+        assert!(
+            fresh.iter().all(|&p| !old.contains(&(p as i32))),
+            "none old"
         );
     }
 
