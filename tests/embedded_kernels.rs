@@ -26,6 +26,18 @@ fn launched_kernels() -> Vec<String> {
     names
 }
 
+/// Holds with or without nvcc: the list the typed constants come from names every kernel the
+/// Rust side can compose, so `Gpu::kernel_by_name` never meets a name that is not in it.
+#[test]
+fn every_launched_kernel_is_in_the_kernel_list() {
+    for kernel in launched_kernels() {
+        assert!(
+            roofbench::gpu::KernelName::parse(&kernel).is_ok(),
+            "{kernel} is launched but not in src/gpu/kernel_list.txt"
+        );
+    }
+}
+
 #[test]
 fn every_launched_kernel_is_embedded_with_sm90a_code() {
     if !built_with_kernels() {

@@ -433,20 +433,20 @@ fn decode_kernels(
     name: &str,
     c: &AttentionConfig,
 ) -> std::result::Result<(Kernel, Kernel), String> {
-    let decode = gpu.kernel(name).map_err(|e| e.to_string())?;
+    let decode = gpu.kernel_by_name(name).map_err(|e| e.to_string())?;
     // The tile ring needs more than the default 48 KiB of shared memory.
     decode
         .allow_dynamic_shared(DECODE_SMEM)
         .map_err(|e| format!("needs {DECODE_SMEM} B of shared memory per block: {e}"))?;
     let merge = gpu
-        .kernel(&merge_kernel_name(c))
+        .kernel_by_name(&merge_kernel_name(c))
         .map_err(|e| e.to_string())?;
     Ok((decode, merge))
 }
 
 fn append_variant(gpu: &Gpu, c: &AttentionConfig) -> Variant<PreparedAttention> {
     let name = append_kernel_name(c);
-    match gpu.kernel(&name) {
+    match gpu.kernel_by_name(&name) {
         Ok(append) => Variant::new(
             name,
             Provider::Roofbench,

@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use super::{rate, skipped};
-use crate::gpu::GpuResult;
+use crate::gpu::{kernels, GpuResult};
 use crate::measure::{Harness, Mode};
 use crate::roofline::{CeilingKind, MeasuredCeiling};
 
@@ -13,7 +13,7 @@ pub(super) fn launch_ceilings(harness: &mut Harness<'_>) -> Vec<MeasuredCeiling>
     let mut found = Vec::new();
     for (name, mode) in [("launch", Mode::Hot), ("launch_graph", Mode::Graph)] {
         let result = gpu
-            .kernel("calib_empty")
+            .kernel(kernels::CALIB_EMPTY)
             .map_err(anyhow::Error::from)
             .and_then(|k| {
                 let mut launch = || {

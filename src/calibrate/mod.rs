@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::gpu::Gpu;
+use crate::gpu::{kernels, Gpu, KernelName};
 use crate::measure::{Harness, MeasureConfig, Mode, Timing};
 use crate::report::now;
 use crate::roofline::{CeilingKind, MeasuredCeiling, MeasuredCeilings};
@@ -36,19 +36,17 @@ pub use onchip::{fma_chains, smem_sum};
 pub use table::ceilings_table;
 
 /// Every calibration kernel (the embedded-kernel test checks they are all built).
-pub const KERNELS: [&str; 11] = [
-    "calib_fp32_fma",
-    "calib_smem_read",
-    "calib_mma_bf16",
-    "calib_mma_fp16",
-    "calib_mma_int8",
-    "calib_mma_fp8",
-    "calib_wgmma_bf16",
-    "calib_wgmma_fp8",
-    "calib_wgmma_int8",
-    "calib_empty",
-    // The L2 flush of the harness reads with a stream kernel; listed for completeness.
-    "stream_read_u32x4",
+pub const KERNELS: [KernelName; 10] = [
+    kernels::CALIB_FP32_FMA,
+    kernels::CALIB_SMEM_READ,
+    kernels::CALIB_MMA_BF16,
+    kernels::CALIB_MMA_FP16,
+    kernels::CALIB_MMA_INT8,
+    kernels::CALIB_MMA_FP8,
+    kernels::CALIB_WGMMA_BF16,
+    kernels::CALIB_WGMMA_FP8,
+    kernels::CALIB_WGMMA_INT8,
+    kernels::CALIB_EMPTY,
 ];
 
 const BLOCK: u32 = 256;

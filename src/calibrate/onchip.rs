@@ -5,7 +5,7 @@ use anyhow::Result;
 use rayon::prelude::*;
 
 use super::{rate, BLOCK, TARGET_KERNEL_US};
-use crate::gpu::{Buffer, Gpu, GpuResult, Kernel};
+use crate::gpu::{kernels, Buffer, Gpu, GpuResult, Kernel, KernelName};
 use crate::measure::{Harness, Mode};
 use crate::roofline::{CeilingKind, MeasuredCeiling, Precision};
 
@@ -32,7 +32,7 @@ pub(super) enum Expected {
 
 pub(super) struct KernelCeiling {
     pub(super) name: &'static str,
-    pub(super) kernel: &'static str,
+    pub(super) kernel: KernelName,
     pub(super) kind: CeilingKind,
     work: PerIteration,
     max_iters: u32,
@@ -59,7 +59,7 @@ pub(super) fn kernel_ceilings() -> Vec<KernelCeiling> {
     vec![
         k(
             "smem_read",
-            "calib_smem_read",
+            kernels::CALIB_SMEM_READ,
             SharedMemory,
             PerIteration::Thread(16.0),
             u32::MAX,
@@ -67,7 +67,7 @@ pub(super) fn kernel_ceilings() -> Vec<KernelCeiling> {
         ),
         k(
             "fp32_fma",
-            "calib_fp32_fma",
+            kernels::CALIB_FP32_FMA,
             Compute(Fp32),
             PerIteration::Thread(16.0),
             u32::MAX,
@@ -75,7 +75,7 @@ pub(super) fn kernel_ceilings() -> Vec<KernelCeiling> {
         ),
         k(
             "mma_bf16",
-            "calib_mma_bf16",
+            kernels::CALIB_MMA_BF16,
             Compute(Bf16),
             PerIteration::Warp(mma16),
             1 << 20,
@@ -83,7 +83,7 @@ pub(super) fn kernel_ceilings() -> Vec<KernelCeiling> {
         ),
         k(
             "mma_fp16",
-            "calib_mma_fp16",
+            kernels::CALIB_MMA_FP16,
             Compute(Fp16),
             PerIteration::Warp(mma16),
             1 << 20,
@@ -91,7 +91,7 @@ pub(super) fn kernel_ceilings() -> Vec<KernelCeiling> {
         ),
         k(
             "mma_int8",
-            "calib_mma_int8",
+            kernels::CALIB_MMA_INT8,
             Compute(Int8),
             PerIteration::Warp(mma32),
             1 << 20,
@@ -99,7 +99,7 @@ pub(super) fn kernel_ceilings() -> Vec<KernelCeiling> {
         ),
         k(
             "mma_fp8",
-            "calib_mma_fp8",
+            kernels::CALIB_MMA_FP8,
             Compute(Fp8),
             PerIteration::Warp(mma32),
             1 << 20,
@@ -107,7 +107,7 @@ pub(super) fn kernel_ceilings() -> Vec<KernelCeiling> {
         ),
         k(
             "wgmma_bf16",
-            "calib_wgmma_bf16",
+            kernels::CALIB_WGMMA_BF16,
             Compute(Bf16),
             PerIteration::Warpgroup(wgmma16),
             65536,
@@ -115,7 +115,7 @@ pub(super) fn kernel_ceilings() -> Vec<KernelCeiling> {
         ),
         k(
             "wgmma_fp8",
-            "calib_wgmma_fp8",
+            kernels::CALIB_WGMMA_FP8,
             Compute(Fp8),
             PerIteration::Warpgroup(wgmma32),
             65536,
@@ -123,7 +123,7 @@ pub(super) fn kernel_ceilings() -> Vec<KernelCeiling> {
         ),
         k(
             "wgmma_int8",
-            "calib_wgmma_int8",
+            kernels::CALIB_WGMMA_INT8,
             Compute(Int8),
             PerIteration::Warpgroup(wgmma32),
             65536,

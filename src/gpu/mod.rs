@@ -186,11 +186,13 @@ impl Gpu {
         Ok(())
     }
 
-    /// Loads `name` from the embedded modules, checking it can run on this device.
-    pub fn kernel(&self, name: &str) -> GpuResult<Kernel> {
+    /// Loads `name` from the embedded modules, checking it can run on this device. A name known
+    /// at compile time is a constant of [`kernels`]; see [`Gpu::kernel_by_name`] for others.
+    pub fn kernel(&self, name: KernelName) -> GpuResult<Kernel> {
         if let Some(why) = embedded::BUILT_WITHOUT_KERNELS {
             return Err(GpuError::BuiltWithoutKernels(why));
         }
+        let name = name.as_str();
         let module =
             embedded::module_of(name).ok_or_else(|| GpuError::UnknownKernel(name.into()))?;
         let (major, minor) = self.info.compute_capability;
@@ -223,6 +225,13 @@ impl Gpu {
             function,
             sms: self.info.sms,
         })
+    }
+
+    /// [`Gpu::kernel`] for a name composed at run time (one kernel per dtype, tile, ...): an
+    /// unknown name is [`GpuError::UnknownKernel`]. The suites' `kernel_names` lists let the
+    /// embedded-kernel test check every name they can compose.
+    pub fn kernel_by_name(&self, name: &str) -> GpuResult<Kernel> {
+        self.kernel(KernelName::parse(name)?)
     }
 
     /// Uninitialised device memory for `len` elements.

@@ -10,7 +10,7 @@ use rand::Rng;
 
 use super::config::{EvictConfig, Op};
 use super::plans::{check_page_moves, move_device_pages, page_moves, PageMoves};
-use crate::gpu::{Buffer, CopyDirection, Gpu, GpuResult, Kernel, PinnedHost};
+use crate::gpu::{kernels, Buffer, CopyDirection, Gpu, GpuResult, Kernel, PinnedHost};
 use crate::suite::{Check, LaunchFn, Provider, Variant, Variants};
 
 const COPY_PAGES_BLOCK: u32 = 256;
@@ -91,7 +91,7 @@ impl PreparedPageMoves {
             c: c.clone(),
         };
         prepared.reset_host()?;
-        let mut variants = vec![match gpu.kernel("kv_copy_pages") {
+        let mut variants = vec![match gpu.kernel(kernels::KV_COPY_PAGES) {
             Ok(kernel) => Variant::new(
                 "kv_copy_pages",
                 Provider::Roofbench,

@@ -338,7 +338,7 @@ impl PreparedEviction {
         let mut names = Vec::new();
         let mut missing = None;
         let mut load = |name: String| {
-            let kernel = gpu.kernel(&name);
+            let kernel = gpu.kernel_by_name(&name);
             if let Err(e) = &kernel {
                 missing.get_or_insert(e.to_string());
             }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::stats::{summarize, Summary};
 use super::stop::{StopReason, StopRule};
-use crate::gpu::{Buffer, ClockSnapshot, Gpu, GpuError, GpuResult, Kernel};
+use crate::gpu::{kernels, Buffer, ClockSnapshot, Gpu, GpuError, GpuResult, Kernel, KernelName};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -128,7 +128,7 @@ pub struct L2Flush {
 }
 
 /// Public for the embedded-kernel test.
-pub const FLUSH_READ_KERNEL: &str = "l2_flush_read";
+pub const FLUSH_READ_KERNEL: KernelName = kernels::L2_FLUSH_READ;
 const FLUSH_BLOCK: u32 = 256;
 
 impl L2Flush {

@@ -54,7 +54,7 @@ impl PreparedStream {
         let mut variants = Vec::new();
         let mut max_grid = 1;
         for name in case.op.kernels() {
-            variants.push(match gpu.kernel(&name) {
+            variants.push(match gpu.kernel_by_name(&name) {
                 Ok(kernel) => {
                     let grid = kernel.resident_grid(BLOCK, 0)?;
                     max_grid = max_grid.max(grid as usize);

@@ -36,7 +36,7 @@ fn every_stream_kernel_matches_the_cpu_on_odd_and_large_sizes() {
 fn unknown_kernels_are_errors_not_panics() {
     let gpu = gpu();
     assert!(matches!(
-        gpu.kernel("no_such_kernel"),
+        gpu.kernel_by_name("no_such_kernel"),
         Err(GpuError::UnknownKernel(_))
     ));
 }

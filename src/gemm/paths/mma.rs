@@ -165,7 +165,7 @@ impl GemmPath for MmaPath {
         let Some(variant) = Variant::of(problem) else {
             bail!("mma: no kernel for {}", problem.inputs);
         };
-        let kernel = gpu.kernel(&variant.kernel)?;
+        let kernel = gpu.kernel_by_name(&variant.kernel)?;
         let shared = variant.shared_bytes();
         kernel.allow_dynamic_shared(shared)?;
         Ok(Box::new(MmaLaunch {

@@ -87,7 +87,7 @@ impl GemmPath for SimtPath {
         if let Err(why) = self.supports(problem, arch) {
             anyhow::bail!("simt: {why}");
         }
-        let kernel = gpu.kernel(&kernel_name(problem.inputs))?;
+        let kernel = gpu.kernel_by_name(&kernel_name(problem.inputs))?;
         Ok(Box::new(SimtLaunch {
             args: PointerArgs::new(problem)?,
             grid: grid(problem),

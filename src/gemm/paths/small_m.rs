@@ -252,7 +252,7 @@ impl GemmPath for SmallMPath {
         self.supports(problem, arch)
             .map_err(|why| anyhow::anyhow!("small_m: {why}"))?;
         let mb = bucket(problem.m).unwrap_or(MAX_M);
-        let kernel = gpu.kernel(&kernel_name(problem.inputs, mb))?;
+        let kernel = gpu.kernel_by_name(&kernel_name(problem.inputs, mb))?;
         let shared = Geometry::of(problem.inputs, mb).shared_bytes as u32;
         kernel.allow_dynamic_shared(shared)?;
         let slots = kernel.resident_grid(THREADS, shared)? as usize;

@@ -220,7 +220,7 @@ impl GemmPath for WgmmaPath {
         self.supports(problem, gpu.info().compute_capability)
             .map_err(|why| anyhow::anyhow!("{} cannot run {problem:?}: {why}", self.name()))?;
         let variant = self.variant(problem).map_err(anyhow::Error::msg)?;
-        let kernel = gpu.kernel(&variant.kernel)?;
+        let kernel = gpu.kernel_by_name(&variant.kernel)?;
         let shared = variant.tile.shared_bytes();
         kernel.allow_dynamic_shared(shared)?;
         let grid = variant.tile.grid(problem.m, problem.n, gpu.info().sms);

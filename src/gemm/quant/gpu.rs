@@ -10,7 +10,7 @@
 use anyhow::{ensure, Result};
 
 use super::{scales_shape, Operand, QuantFormat, Quantized, Scheme, BLOCK};
-use crate::gpu::{Buffer, Gpu, Kernel};
+use crate::gpu::{kernels, Buffer, Gpu, Kernel};
 
 /// Threads per CTA of every quantization kernel.
 pub const BLOCK_THREADS: u32 = 256;
@@ -87,26 +87,26 @@ impl GpuQuantizer {
         let n = rows * cols;
         let plan = match (scheme, role) {
             (Scheme::PerTensor, _) => {
-                let quantize = gpu.kernel(&format!("gemm_quantize_tensor_{format}"))?;
+                let quantize = gpu.kernel_by_name(&format!("gemm_quantize_tensor_{format}"))?;
                 let chunks = n.div_ceil(4).div_ceil(BLOCK_THREADS as usize);
                 let resident = quantize.resident_grid(BLOCK_THREADS, 0)? as usize;
                 let per_cta = BLOCK_THREADS as usize * AMAX_ELEMENTS_PER_THREAD;
                 Plan::Tensor {
-                    amax: gpu.kernel("gemm_amax_bf16")?,
+                    amax: gpu.kernel(kernels::GEMM_AMAX_BF16)?,
                     amax_grid: grid(n.div_ceil(per_cta).clamp(1, AMAX_MAX_GRID))?,
                     grid: grid(chunks.min(resident))?,
                     quantize,
                 }
             }
             (Scheme::Block128, Operand::Activation) => Plan::Groups1x128 {
-                kernel: gpu.kernel(&format!("gemm_quantize_1x128_{format}"))?,
+                kernel: gpu.kernel_by_name(&format!("gemm_quantize_1x128_{format}"))?,
                 grid: grid((rows * cols.div_ceil(BLOCK)).div_ceil(GROUPS_PER_1X128_CTA))?,
             },
             _ => {
                 let (tile_rows, tile_cols) = scheme.group(role, rows, cols);
                 let (down, across) = scales_shape(scheme, role, rows, cols);
                 Plan::Tiles {
-                    kernel: gpu.kernel(&format!("gemm_quantize_tiles_{format}"))?,
+                    kernel: gpu.kernel_by_name(&format!("gemm_quantize_tiles_{format}"))?,
                     tile_rows: tile_rows as i32,
                     tile_cols: tile_cols as i32,
                     grid: grid(down * across)?,
