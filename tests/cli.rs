@@ -116,22 +116,39 @@ fn predictions_work_without_a_gpu_and_say_so() {
 #[test]
 fn compare_gpus_writes_tables_and_an_svg() {
     let dir = tempfile::tempdir().unwrap();
-    let svg = dir.path().join("cmp.svg");
     let (code, text) = roofbench(&[
         "compare-gpus",
         "H100 SXM",
         "B200",
+        "--base",
+        "b200",
         "--quick",
         "--format",
         "csv",
-        "--svg",
-        svg.to_str().unwrap(),
+        "--out",
+        dir.path().to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("B200 speedup vs H100 SXM"), "{text}");
-    assert!(std::fs::read_to_string(&svg)
+    // stdout is the CSV alone: its header first, the base in its own column.
+    assert!(text.starts_with("kind,gpu,suite,case"), "{text}");
+    assert!(
+        text.contains(",B200,") && text.contains("speedup_vs_base"),
+        "{text}"
+    );
+    for file in ["compare-gpus.csv", "compare-gpus.md", "compare-gpus.svg"] {
+        let path = dir.path().join(file);
+        assert!(
+            text.contains(&format!("written: {}", path.display())),
+            "{text}"
+        );
+        assert!(path.is_file(), "{file}");
+    }
+    assert!(std::fs::read_to_string(dir.path().join("compare-gpus.svg"))
         .unwrap()
         .contains("PREDICTED rooflines"));
+    let (code, text) = roofbench(&["compare-gpus", "H100 SXM", "B200", "--base", "L4"]);
+    assert_eq!(code, 1);
+    assert!(text.contains("not one of the GPUs compared"), "{text}");
 }
 
 #[test]

@@ -27,7 +27,7 @@ pub fn run(args: GpusArgs, ctx: &Context) -> Result<()> {
             for (i, gpu) in header.iter().enumerate().skip(1) {
                 t.add_row(std::iter::once(gpu.clone()).chain(rows.iter().map(|r| r[i].clone())));
             }
-            println!("{t}\nDense figures (sparse ones are 2x). `roofbench gpus NAME` shows the source of each value.");
+            println!("{t}\nDense figures (sparse ones are 2x). `roofbench gpus NAME` shows the source of each value.\n{}", predict::UNCONFIRMED_FOOTNOTE);
         }
     }
     Ok(())
@@ -68,8 +68,9 @@ fn print_gpu_sources(catalog: &Catalog, spec: &GpuSpec) {
     add("boost clock MHz".into(), &spec.boost_clock_mhz);
     add("memory GB".into(), &spec.memory_gb);
     add("memory GB/s".into(), &spec.memory_bandwidth_gbps);
-    add("L2 MB".into(), &spec.l2_mb);
+    add("L2 MiB".into(), &spec.l2_mib);
     for (field, v) in [
+        ("tensor peak clock MHz", &spec.tensor_clock_mhz),
         ("TDP W", &spec.tdp_w),
         ("PCIe GB/s", &spec.pcie_gbps),
         ("NVLink GB/s", &spec.nvlink_gbps),
@@ -80,6 +81,10 @@ fn print_gpu_sources(catalog: &Catalog, spec: &GpuSpec) {
     }
     for (p, v) in &spec.dense_tflops {
         add(format!("{p} dense {}", p.unit()), v);
+    }
+    if let Some(f) = &spec.floor {
+        add("floor: launch µs".into(), &f.launch_us);
+        add("floor: DRAM latency µs".into(), &f.dram_latency_us);
     }
     println!("{t}");
 }

@@ -181,7 +181,9 @@ pub struct VerifyRow {
 /// The label every prediction carries.
 pub const PREDICTED: &str = "predicted";
 
-/// One case's *predicted* roofline bound on a GPU of the spec table (`roofbench predict`).
+/// One case's *predicted* roofline bound on a GPU of the spec table (`roofbench predict`, and
+/// the rows of `compare-gpus --format csv`): one rectangular row, numbers in numeric cells,
+/// empty where there is none (`note` says why).
 #[derive(Debug, Clone, Serialize)]
 pub struct Prediction {
     pub kind: &'static str,
@@ -194,12 +196,22 @@ pub struct Prediction {
     /// FLOPs per byte.
     pub intensity: f64,
     /// Roofline-bound time (cold: DRAM roof), µs.
-    pub bound_us: f64,
-    pub gbps: f64,
+    pub bound_us: Option<f64>,
+    pub gbps: Option<f64>,
     pub tflops: Option<f64>,
-    /// The binding limit and its value.
+    /// The term that sets the bound: `bytes`, `flops` or `floor` (launch + one DRAM round trip).
+    pub binds: String,
+    /// The binding limit (`dram_bw`, `bf16_peak`, `floor`, ...), its value (GB/s, TFLOPS or µs)
+    /// and where the value comes from.
     pub limit: String,
-    pub limit_value: f64,
+    pub limit_value: Option<f64>,
+    pub limit_source: String,
+    /// The binding value is marked unconfirmed in the spec table (`roofbench gpus NAME`).
+    pub unconfirmed: bool,
     pub ridge: Option<f64>,
+    /// `compare-gpus`: the GPU speedups are relative to, and this row's speedup over it
+    /// (its bound / this bound).
+    pub base: String,
+    pub speedup_vs_base: Option<f64>,
     pub note: String,
 }

@@ -8,7 +8,7 @@ pub mod spec;
 mod workload;
 
 pub use ceilings::{CeilingKind, MeasuredCeiling, MeasuredCeilings};
-pub use model::{Bound, Limit, Roof};
+pub use model::{Bound, Limit, Roof, Term};
 pub use precision::Precision;
 pub use spec::{Catalog, GpuSpec};
 pub use workload::{DataPath, Workload};
