@@ -26,12 +26,14 @@ pub struct Point {
 pub enum Line {
     /// Spec sheet or derived figures.
     Dashed,
+    /// Spec figures too, for the second eight GPUs of a comparison (colours repeat after eight).
+    Dotted,
     /// Measured on the machine.
     Solid,
 }
 
 const X_RANGE: (f64, f64) = (1.0 / 64.0, 8192.0);
-const PALETTE: [RGBColor; 7] = [
+const PALETTE: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
@@ -39,7 +41,63 @@ const PALETTE: [RGBColor; 7] = [
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
     RGBColor(23, 190, 207),
+    RGBColor(127, 127, 127),
 ];
+
+/// The style of roof `index` of a comparison: eight colours, dashed then dotted, so up to 16
+/// GPUs (the whole table) are told apart.
+pub fn comparison_style(index: usize) -> (RGBColor, Line) {
+    let line = if index / PALETTE.len() % 2 == 0 {
+        Line::Dashed
+    } else {
+        Line::Dotted
+    };
+    (PALETTE[index % PALETTE.len()], line)
+}
+
+/// Pixel offsets (dx, dy) for labels of `width_px` x `LABEL_H` next to points at pixel
+/// positions `at`, so that no two labels overlap: each label tries right of its point, then
+/// steps down and up in rows until it fits.
+fn place_labels(at: &[(i32, i32)], widths: &[i32]) -> Vec<(i32, i32)> {
+    let mut placed: Vec<(i32, i32, i32, i32)> = Vec::new();
+    let overlaps = |r: (i32, i32, i32, i32), placed: &[(i32, i32, i32, i32)]| {
+        placed
+            .iter()
+            .any(|q| r.0 < q.2 && q.0 < r.2 && r.1 < q.3 && q.1 < r.3)
+    };
+    at.iter()
+        .zip(widths)
+        .map(|(&(x, y), &w)| {
+            let offsets = (0..200).map(|k| {
+                let step = (k + 1) / 2 * LABEL_H;
+                if k % 2 == 0 {
+                    step
+                } else {
+                    -step
+                }
+            });
+            let mut chosen = (6, -LABEL_H);
+            for dy in offsets.map(|d| d - LABEL_H) {
+                let rect = (x + 6, y + dy, x + 6 + w, y + dy + LABEL_H);
+                if !overlaps(rect, &placed) {
+                    chosen = (6, dy);
+                    break;
+                }
+            }
+            placed.push((
+                x + chosen.0,
+                y + chosen.1,
+                x + chosen.0 + w,
+                y + chosen.1 + LABEL_H,
+            ));
+            chosen
+        })
+        .collect()
+}
+
+/// Height of a point label, px (12 px text plus spacing), and the width of one character.
+const LABEL_H: i32 = 14;
+const CHAR_W: i32 = 7;
 
 fn svg_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow::anyhow!("plot: {e:?}")
@@ -134,14 +192,36 @@ pub fn roofline_svg(
         .draw()
         .map_err(svg_error)?;
 
+    // More roofs than two (a comparison): plateau labels would overprint, so each roof's
+    // peaks go into its legend entry instead.
+    let label_plateaus = roofs.len() <= 2;
     for (index, (roof, line)) in roofs.iter().enumerate() {
-        let colour = PALETTE[index % PALETTE.len()];
+        let colour = if label_plateaus {
+            PALETTE[index % PALETTE.len()]
+        } else {
+            comparison_style(index).0
+        };
         let style = colour.stroke_width(2);
         let kind = if *line == Line::Solid {
             "measured"
         } else {
             "spec"
         };
+        let legend = if label_plateaus {
+            format!("{} ({kind})", roof.gpu)
+        } else {
+            let peaks: Vec<String> = plotted(roof)
+                .into_iter()
+                .map(|(p, v)| format!("{p} {v:.0}"))
+                .collect();
+            format!(
+                "{}: {:.0} GB/s, {}",
+                roof.gpu,
+                roof.dram.value,
+                peaks.join(", ")
+            )
+        };
+        let line = *line;
         for (i, (p, peak)) in plotted(roof).into_iter().enumerate() {
             let Some(poly) = roof_polyline(roof, p) else {
                 continue;
@@ -149,14 +229,28 @@ pub fn roofline_svg(
             let series = match line {
                 Line::Solid => chart.draw_series(LineSeries::new(poly, style)),
                 Line::Dashed => chart.draw_series(DashedLineSeries::new(poly, 8, 5, style)),
+                Line::Dotted => chart.draw_series(DashedLineSeries::new(poly, 2, 4, style)),
             }
             .map_err(svg_error)?;
             if i == 0 {
-                series
-                    .label(format!("{} ({kind})", roof.gpu))
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-                    });
+                // Three segments drawn the way the roof is: contiguous, dashed or dotted.
+                let segments: [(i32, i32); 3] = match line {
+                    Line::Solid => [(0, 7), (7, 14), (14, 20)],
+                    Line::Dashed => [(0, 6), (9, 15), (18, 20)],
+                    Line::Dotted => [(0, 2), (7, 9), (14, 16)],
+                };
+                series.label(legend.clone()).legend(move |(x, y)| {
+                    let seg = |(a, b): (i32, i32)| {
+                        PathElement::new(vec![(a, 0), (b, 0)], colour.stroke_width(2))
+                    };
+                    EmptyElement::at((x, y))
+                        + seg(segments[0])
+                        + seg(segments[1])
+                        + seg(segments[2])
+                });
+            }
+            if !label_plateaus {
+                continue;
             }
             // Plateau label, staggered per roof so labels of equal peaks do not overprint.
             let x = X_RANGE.1 / 4f64.powi(index as i32 + 1);
@@ -169,11 +263,21 @@ pub fn roofline_svg(
                 .map_err(svg_error)?;
         }
     }
+    let merged = merge_points(points);
+    let at: Vec<(i32, i32)> = merged
+        .iter()
+        .map(|p| chart.backend_coord(&(p.intensity, p.tflops)))
+        .collect();
+    let widths: Vec<i32> = merged
+        .iter()
+        .map(|p| CHAR_W * p.label.chars().count() as i32)
+        .collect();
+    let offsets = place_labels(&at, &widths);
     chart
-        .draw_series(merge_points(points).into_iter().map(|p| {
+        .draw_series(merged.into_iter().zip(offsets).map(|(p, (dx, dy))| {
             EmptyElement::at((p.intensity, p.tflops))
                 + Circle::new((0, 0), 4, BLACK.filled())
-                + Text::new(p.label, (6, -6), ("sans-serif", 12))
+                + Text::new(p.label, (dx, dy), ("sans-serif", 12))
         }))
         .map_err(svg_error)?;
     chart
@@ -240,7 +344,11 @@ pub fn percent_bars_svg(path: &Path, title: &str, bars: &[(String, f64)]) -> Res
 
 /// `compare-gpus`: each GPU's spec roofline (a colour per GPU) and the cases that do FLOPs.
 pub fn compare_svg(path: &Path, roofs: &[Roof], cases: &[Prediction]) -> Result<()> {
-    let styled: Vec<(&Roof, Line)> = roofs.iter().map(|r| (r, Line::Dashed)).collect();
+    let styled: Vec<(&Roof, Line)> = roofs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r, comparison_style(i).1))
+        .collect();
     let points: Vec<Point> = cases
         .iter()
         .filter_map(|p| {
@@ -489,5 +597,38 @@ mod tests {
         assert!((poly[1].0 - ridge).abs() < 1e-9);
         let peak = h100.compute[&Precision::Bf16].value;
         assert!((poly[1].1 - peak).abs() < 1e-6 && (poly[2].1 - peak).abs() < 1e-9);
+    }
+
+    #[test]
+    fn sixteen_gpus_get_distinct_styles() {
+        let styles: Vec<_> = (0..16).map(comparison_style).collect();
+        for (i, a) in styles.iter().enumerate() {
+            for b in &styles[..i] {
+                assert!(a != b, "{a:?} repeats");
+            }
+        }
+    }
+
+    #[test]
+    fn point_labels_never_overlap() {
+        // Twenty points on top of each other and a row of close neighbours.
+        let at: Vec<(i32, i32)> = (0..20)
+            .map(|_| (500, 300))
+            .chain((0..20).map(|i| (100 + 5 * i, 200)))
+            .collect();
+        let widths = vec![120; at.len()];
+        let offsets = place_labels(&at, &widths);
+        let rects: Vec<_> = at
+            .iter()
+            .zip(&offsets)
+            .zip(&widths)
+            .map(|((&(x, y), &(dx, dy)), &w)| (x + dx, y + dy, x + dx + w, y + dy + LABEL_H))
+            .collect();
+        for (i, r) in rects.iter().enumerate() {
+            for q in &rects[..i] {
+                let overlap = r.0 < q.2 && q.0 < r.2 && r.1 < q.3 && q.1 < r.3;
+                assert!(!overlap, "{r:?} overlaps {q:?}");
+            }
+        }
     }
 }
