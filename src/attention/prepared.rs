@@ -69,15 +69,23 @@ fn layout_of(c: &AttentionConfig, seed: u64) -> PagedLayout {
     }
 }
 
-/// Device memory of a prepared case: pools, q/out, partials, tables.
+/// Device memory of a prepared case: pools, q/out, partials, tables. Computed from the lengths,
+/// never by building the layout (a prediction of a case far too large for any GPU must not
+/// allocate what the GPU would).
 pub fn device_bytes(c: &AttentionConfig) -> u64 {
-    let layout = layout_of(c, 0);
-    let pools = 2 * layout.pool_elements(c.kv_heads, c.head_dim) * c.kv_dtype.bytes();
+    let lens = c.context_lens();
+    let (num_pages, page_size, table_entries) = if c.contiguous {
+        (c.batch, c.max_context().max(1), c.batch)
+    } else {
+        let (pages, max_pages) = PagedLayout::paged_counts(&lens, c.page_size);
+        (pages, c.page_size, c.batch * max_pages)
+    };
+    let pools = 2 * num_pages * c.kv_heads * page_size * c.head_dim * c.kv_dtype.bytes();
     let rows = c.batch * c.q_len * c.q_heads;
     let q_out = 2 * rows * c.head_dim * c.q_dtype.bytes();
     let partials = c.num_splits(256) * rows * (c.head_dim + 1) * 4;
     let new_tokens = 2 * c.batch * c.q_len * c.kv_heads * c.head_dim * c.q_dtype.bytes();
-    (pools + q_out + partials + new_tokens + layout.block_tables.len() * 4) as u64
+    (pools + q_out + partials + new_tokens + table_entries * 4) as u64
 }
 
 pub struct PreparedAttention {

@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::{value_parser, Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
 
 use roofbench::suite::accuracy::CommonOptions;
-use roofbench::suite::AccuracyReport;
+use roofbench::suite::{usage, AccuracyReport};
 
 /// The command's options: the shared ones, and every report's own, kept as parsed.
 pub struct AccuracyArgs {
@@ -96,7 +96,7 @@ pub fn run(args: AccuracyArgs) -> Result<()> {
         .get_many::<String>("reports")
         .map(|v| v.cloned().collect())
         .unwrap_or_default();
-    let reports = selected(&names)?;
+    let reports = selected(&names).map_err(usage)?;
     let common = CommonOptions {
         quick: m.get_flag("quick"),
     };

@@ -10,12 +10,17 @@ use clap::Args;
 
 use super::selection::Selection;
 use super::{
-    exit_for_failures, open_gpu, print_device_line, Context, DEFAULT_PREDICT_GPU, EXIT_NO_GPU,
+    exit_for_failures, open_gpu, print_device_line, real_in, Context, DEFAULT_PREDICT_GPU,
+    EXIT_NO_GPU,
 };
 use roofbench::measure::{MeasureConfig, Mode};
 use roofbench::predict;
 use roofbench::report::{self, table, ResultRow, Status};
 use roofbench::suite::{self, Plan, RunOptions};
+
+/// The longest sampling budget per case: an hour, far past any useful one, and a bound that keeps
+/// `Duration::from_secs_f64` from ever seeing an overflowing value.
+const MAX_BUDGET_S: f64 = 3600.0;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -33,13 +38,13 @@ pub struct RunArgs {
     /// Results directory (a folder per GPU is made inside).
     #[arg(long, default_value = "results")]
     out: PathBuf,
-    /// Stop sampling a case when the median's 95% CI is within this fraction.
-    #[arg(long)]
+    /// Stop sampling a case when the median's 95% CI is within this fraction (0 < f <= 1).
+    #[arg(long, value_parser = real_in(0.0, true, 1.0))]
     target_ci: Option<f64>,
-    /// Sampling budget per case and mode, in seconds.
-    #[arg(long)]
+    /// Sampling budget per case and mode, in seconds (0 < s <= 3600).
+    #[arg(long, value_parser = real_in(0.0, true, MAX_BUDGET_S))]
     budget_s: Option<f64>,
-    /// Exit with code 2 instead of 0 when there is no GPU.
+    /// Exit with code 3 instead of 0 when there is no GPU.
     #[arg(long)]
     require_gpu: bool,
     /// Without a GPU, the predictions shown are for this GPU of the spec table.
@@ -85,7 +90,7 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode> {
             eprintln!("no GPU measurement: {e}\n");
             super::kernels::print_kernels(false);
             let catalog = ctx.catalog()?;
-            let spec = catalog.get(&args.predict_gpu)?;
+            let spec = super::named_gpu(&catalog, &args.predict_gpu)?;
             println!(
                 "\nPREDICTED (roofline bounds from the {} spec sheet; nothing measured here):",
                 spec.name

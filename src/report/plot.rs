@@ -41,8 +41,10 @@ const PALETTE: [RGBColor; 7] = [
     RGBColor(23, 190, 207),
 ];
 
-fn svg_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("plot: {e:?}")
+/// A plotting error as users read it: the file and the cause (plotters' Debug text,
+/// `BackendError(DrawingError(Os {..}))`, named neither).
+pub fn svg_error<E: std::fmt::Display>(path: &Path, e: E) -> anyhow::Error {
+    anyhow::anyhow!("writing the plot {}: {e}", path.display())
 }
 
 /// The roofline of `precision` on `roof`: the memory slope up to the ridge, then the peak.
@@ -116,7 +118,7 @@ pub fn roofline_svg(
         .fold(f64::INFINITY, f64::min)
         .max(1e-3);
     let root = SVGBackend::new(path, (1100, 700)).into_drawing_area();
-    root.fill(&WHITE).map_err(svg_error)?;
+    root.fill(&WHITE).map_err(|e| svg_error(path, e))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
         .margin(15)
@@ -126,13 +128,13 @@ pub fn roofline_svg(
             (X_RANGE.0..X_RANGE.1).log_scale(),
             (min_y * 0.8..max_peak * 2.0).log_scale(),
         )
-        .map_err(svg_error)?;
+        .map_err(|e| svg_error(path, e))?;
     chart
         .configure_mesh()
         .x_desc("arithmetic intensity (FLOPs / byte, minimum bytes)")
         .y_desc("TFLOPS / TOPS")
         .draw()
-        .map_err(svg_error)?;
+        .map_err(|e| svg_error(path, e))?;
 
     for (index, (roof, line)) in roofs.iter().enumerate() {
         let colour = PALETTE[index % PALETTE.len()];
@@ -150,7 +152,7 @@ pub fn roofline_svg(
                 Line::Solid => chart.draw_series(LineSeries::new(poly, style)),
                 Line::Dashed => chart.draw_series(DashedLineSeries::new(poly, 8, 5, style)),
             }
-            .map_err(svg_error)?;
+            .map_err(|e| svg_error(path, e))?;
             if i == 0 {
                 series
                     .label(format!("{} ({kind})", roof.gpu))
@@ -166,7 +168,7 @@ pub fn roofline_svg(
                     (x, peak * 1.25),
                     ("sans-serif", 12).into_font().color(&colour),
                 )))
-                .map_err(svg_error)?;
+                .map_err(|e| svg_error(path, e))?;
         }
     }
     chart
@@ -175,15 +177,15 @@ pub fn roofline_svg(
                 + Circle::new((0, 0), 4, BLACK.filled())
                 + Text::new(p.label, (6, -6), ("sans-serif", 12))
         }))
-        .map_err(svg_error)?;
+        .map_err(|e| svg_error(path, e))?;
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .position(SeriesLabelPosition::LowerRight)
         .draw()
-        .map_err(svg_error)?;
-    root.present().map_err(svg_error)?;
+        .map_err(|e| svg_error(path, e))?;
+    root.present().map_err(|e| svg_error(path, e))?;
     Ok(())
 }
 
@@ -191,7 +193,7 @@ pub fn roofline_svg(
 pub fn percent_bars_svg(path: &Path, title: &str, bars: &[(String, f64)]) -> Result<()> {
     let height = 120 + 18 * bars.len().max(1) as u32;
     let root = SVGBackend::new(path, (1100, height)).into_drawing_area();
-    root.fill(&WHITE).map_err(svg_error)?;
+    root.fill(&WHITE).map_err(|e| svg_error(path, e))?;
     let max_x = bars.iter().map(|b| b.1).fold(100.0, f64::max) * 1.05;
     let n = bars.len().max(1);
     let mut chart = ChartBuilder::on(&root)
@@ -200,7 +202,7 @@ pub fn percent_bars_svg(path: &Path, title: &str, bars: &[(String, f64)]) -> Res
         .x_label_area_size(40)
         .y_label_area_size(420)
         .build_cartesian_2d(0.0..max_x, (0..n).into_segmented())
-        .map_err(svg_error)?;
+        .map_err(|e| svg_error(path, e))?;
     let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
     chart
         .configure_mesh()
@@ -212,7 +214,7 @@ pub fn percent_bars_svg(path: &Path, title: &str, bars: &[(String, f64)]) -> Res
             _ => String::new(),
         })
         .draw()
-        .map_err(svg_error)?;
+        .map_err(|e| svg_error(path, e))?;
     chart
         .draw_series(bars.iter().enumerate().map(|(i, (_, pct))| {
             let colour = if *pct > 100.0 { PALETTE[1] } else { PALETTE[0] };
@@ -224,7 +226,7 @@ pub fn percent_bars_svg(path: &Path, title: &str, bars: &[(String, f64)]) -> Res
                 colour.mix(0.8).filled(),
             )
         }))
-        .map_err(svg_error)?;
+        .map_err(|e| svg_error(path, e))?;
     chart
         .draw_series(std::iter::once(PathElement::new(
             vec![
@@ -233,8 +235,8 @@ pub fn percent_bars_svg(path: &Path, title: &str, bars: &[(String, f64)]) -> Res
             ],
             BLACK.stroke_width(1),
         )))
-        .map_err(svg_error)?;
-    root.present().map_err(svg_error)?;
+        .map_err(|e| svg_error(path, e))?;
+    root.present().map_err(|e| svg_error(path, e))?;
     Ok(())
 }
 
@@ -349,28 +351,27 @@ pub fn plot_results_dir(
         if gpu_slug.is_some_and(|s| s != slug) {
             continue;
         }
-        let mut rows = Vec::new();
-        let mut device = None;
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .collect();
         files.sort();
-        for csv in files
+        let csvs: Vec<&PathBuf> = files
             .iter()
             .filter(|p| p.extension().is_some_and(|e| e == "csv"))
-        {
+            .collect();
+        // A GPU folder is one whose results name their GPU in the run metadata; any other
+        // folder (`accuracy/`, a user's notes) is not read as results.
+        let Some(device) = csvs
+            .iter()
+            .find_map(|csv| run_device(&csv.with_extension("json")))
+        else {
+            continue;
+        };
+        let mut rows = Vec::new();
+        for csv in csvs {
             rows.extend(super::read_csv(csv)?);
-            let json = csv.with_extension("json");
-            if device.is_none() && json.is_file() {
-                let meta: serde_json::Value =
-                    serde_json::from_str(&std::fs::read_to_string(&json)?)?;
-                device = serde_json::from_value::<crate::gpu::DeviceInfo>(
-                    meta["metadata"]["gpu"].clone(),
-                )
-                .ok();
-            }
         }
-        let Some(device) = device else { continue };
         let spec = catalog.match_device(&device);
         let measured = crate::roofline::MeasuredCeilings::load(results_dir, &slug)?;
         let roofs = crate::roofline::Roofs::new(&spec, measured.as_ref());
@@ -378,6 +379,13 @@ pub fn plot_results_dir(
         written.extend(plot_results(&dir, &roofs.spec, measured_roof, &rows)?);
     }
     Ok(written)
+}
+
+/// The GPU a results JSON's run metadata names (None: not a results file of a GPU run).
+fn run_device(json: &Path) -> Option<crate::gpu::DeviceInfo> {
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).ok()?).ok()?;
+    serde_json::from_value(meta["metadata"]["gpu"].clone()).ok()
 }
 
 /// Distinct values in first-seen order.

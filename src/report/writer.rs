@@ -97,8 +97,10 @@ impl ResultsWriter {
     }
 
     pub fn append(&mut self, row: ResultRow) -> Result<()> {
-        self.csv.serialize(&row)?;
-        self.csv.flush()?;
+        self.csv
+            .serialize(&row)
+            .and_then(|()| Ok(self.csv.flush()?))
+            .with_context(|| format!("writing a result row to {}", self.csv_path.display()))?;
         self.rows.push(row);
         let json = serde_json::to_string_pretty(&JsonResults {
             metadata: &self.metadata,
@@ -148,11 +150,10 @@ pub fn read_csv(path: &Path) -> Result<Vec<ResultRow>> {
 pub fn write_rows_csv<T: serde::Serialize>(rows: &[T], path: &Path) -> Result<()> {
     let mut w =
         csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
-    for r in rows {
-        w.serialize(r)?;
-    }
-    w.flush()?;
-    Ok(())
+    rows.iter()
+        .try_for_each(|r| w.serialize(r))
+        .and_then(|()| Ok(w.flush()?))
+        .with_context(|| format!("writing {} rows to {}", rows.len(), path.display()))
 }
 
 /// The command line that produced a file, for its metadata (lossy where an argument is not
