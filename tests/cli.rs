@@ -27,12 +27,12 @@ fn no_gpu_here() -> bool {
 }
 
 #[test]
-fn devices_without_gpu_exits_2_with_a_reason() {
+fn devices_without_gpu_exits_3_with_a_reason() {
     if !no_gpu_here() {
         return;
     }
     let (code, text) = roofbench(&["devices"]);
-    assert_eq!(code, 2, "{text}");
+    assert_eq!(code, 3, "{text}");
     assert!(
         text.contains("no CUDA driver") || text.contains("no CUDA device"),
         "{text}"
@@ -48,7 +48,7 @@ fn run_without_gpu_explains_and_shows_the_kernel_table() {
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("no GPU measurement"), "{text}");
     let (code, _) = roofbench(&["run", "--quick", "--require-gpu"]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 3, "no GPU: its own code, not a usage error's 2");
 }
 
 #[test]
@@ -57,22 +57,22 @@ fn verify_without_gpu_fails() {
         return;
     }
     let (code, text) = roofbench(&["verify", "stream", "--case", "copy:1MiB"]);
-    assert_eq!(code, 2, "{text}");
+    assert_eq!(code, 3, "{text}");
 }
 
 #[test]
 fn bad_arguments_are_clear_errors() {
     let (code, text) = roofbench(&["run", "warp-drive"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(text.contains("unknown suite `warp-drive`"), "{text}");
     let (code, text) = roofbench(&["verify", "stream", "--case", "copy:7"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(
         text.contains("multiple of 4") && text.contains("OP:SIZE"),
         "{text}"
     );
     let (code, text) = roofbench(&["run", "--case", "copy:1GiB"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(text.contains("exactly one suite"), "{text}");
 }
 
@@ -89,12 +89,12 @@ fn kernels_lists_the_embedded_table() {
 }
 
 #[test]
-fn calibrate_without_gpu_exits_2() {
+fn calibrate_without_gpu_exits_3() {
     if !no_gpu_here() {
         return;
     }
     let (code, text) = roofbench(&["calibrate", "--quick"]);
-    assert_eq!(code, 2, "{text}");
+    assert_eq!(code, 3, "{text}");
 }
 
 #[test]
@@ -106,7 +106,7 @@ fn predictions_work_without_a_gpu_and_say_so() {
         "{text}"
     );
     let (code, text) = roofbench(&["predict", "--gpu", "voodoo5"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(
         text.contains("unknown GPU `voodoo5`") && text.contains("H100 SXM"),
         "{text}"
@@ -169,7 +169,7 @@ fn accuracy_runs_on_the_cpu_and_writes_its_table_and_plot() {
         .join("accuracy/kv_evict-error-vs-budget.svg")
         .exists());
     let (code, text) = roofbench(&["accuracy", "kv_evict", "--policy", "lru", "--out", out]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(text.contains("lru") && text.contains("h2o"), "{text}");
     let (code, text) = roofbench(&[
         "accuracy",
@@ -209,6 +209,6 @@ fn gemm_accuracy_runs_on_the_cpu_for_user_shapes() {
     );
     assert!(dir.path().join("accuracy/gemm-sqnr.svg").exists());
     let (code, text) = roofbench(&["accuracy", "fft", "--out", out]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(text.contains("kv_evict, gemm"), "{text}");
 }
