@@ -15,7 +15,7 @@ use super::{
 };
 use roofbench::measure::{MeasureConfig, Mode};
 use roofbench::predict;
-use roofbench::report::{self, table, ResultRow, Status};
+use roofbench::report::{self, table, ResultRow, RunFolder, Status};
 use roofbench::suite::{self, Plan, RunOptions};
 
 /// The longest sampling budget per case: an hour, far past any useful one, and a bound that keeps
@@ -35,7 +35,7 @@ pub struct RunArgs {
     /// Only back-to-back launches replayed from a CUDA graph.
     #[arg(long)]
     graph: bool,
-    /// Results directory (a folder per GPU is made inside).
+    /// Results directory: each run writes a new folder `<gpu>/runs/<UTC start time>/` inside.
     #[arg(long, default_value = "results")]
     out: PathBuf,
     /// Stop sampling a case when the median's 95% CI is within this fraction (0 < f <= 1).
@@ -106,21 +106,32 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode> {
             });
         }
     };
+    let slug = gpu.info().slug();
     let opts = RunOptions {
         modes: args.modes(),
         measure: args.measure_config(),
+        run: RunFolder::create(&args.out, &slug)?,
         out_dir: args.out,
         catalog: ctx.catalog()?,
     };
     print_device_line(&gpu);
     let rows = suite::run(&gpu, &plans, &opts)?;
     println!("{}", report::results_table(&rows));
-    let slug = gpu.info().slug();
-    print_goals(&plans, &rows, &opts.out_dir.join(&slug))?;
-    for path in report::plot::plot_results_dir(&opts.out_dir, Some(&slug), &opts.catalog)? {
+    let dir = &opts.run.dir;
+    print_goals(&plans, &rows, dir)?;
+    let plots = report::plot::plot_run(dir, &opts.out_dir, &slug, &opts.catalog)?;
+    for path in plots {
         eprintln!("plot: {}", path.display());
     }
     let failed = rows.iter().filter(|r| r.status == Status::Failed).count();
+    eprintln!(
+        "\nsummary: {} rows measured on {} ({failed} failed verification); results in {} \
+         (earlier runs are kept beside it). Next: `roofbench plot`, `roofbench accuracy`, \
+         `roofbench compare-gpus`.",
+        rows.len(),
+        gpu.info().name,
+        dir.display()
+    );
     Ok(exit_for_failures(
         failed,
         "result(s) failed verification: see the `note` column",

@@ -328,22 +328,16 @@ pub fn plot_results(
     Ok(written)
 }
 
-/// Plots every GPU folder under `results_dir` (or only `gpu_slug`): reads the suites' CSV
-/// files, the run metadata (for the GPU's spec entry) and `ceilings.json`.
+/// Plots every GPU folder under `results_dir` (or only `gpu_slug`): each run folder
+/// (`<gpu>/runs/<id>/`) and results written straight into the GPU's folder (older runs, the
+/// baseline scripts' CSVs) are plotted where they lie, with the GPU's `ceilings.json`.
 pub fn plot_results_dir(
     results_dir: &Path,
     gpu_slug: Option<&str>,
     catalog: &crate::roofline::Catalog,
 ) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
-    let entries = std::fs::read_dir(results_dir)
-        .with_context(|| format!("cannot read {}", results_dir.display()))?;
-    let mut dirs: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    for dir in dirs {
+    for dir in subfolders(results_dir)? {
         let slug = dir
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
@@ -351,34 +345,64 @@ pub fn plot_results_dir(
         if gpu_slug.is_some_and(|s| s != slug) {
             continue;
         }
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .with_context(|| format!("cannot read {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        files.sort();
-        let csvs: Vec<&PathBuf> = files
-            .iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "csv"))
-            .collect();
-        // A GPU folder is one whose results name their GPU in the run metadata; any other
-        // folder (`accuracy/`, a user's notes) is not read as results.
-        let Some(device) = csvs
-            .iter()
-            .find_map(|csv| run_device(&csv.with_extension("json")))
-        else {
-            continue;
+        let runs = dir.join(super::RUNS);
+        let run_dirs = if runs.is_dir() {
+            subfolders(&runs)?
+        } else {
+            Vec::new()
         };
-        let mut rows = Vec::new();
-        for csv in csvs {
-            rows.extend(super::read_csv(csv)?);
+        for folder in std::iter::once(dir).chain(run_dirs) {
+            written.extend(plot_run(&folder, results_dir, &slug, catalog)?);
         }
-        let spec = catalog.match_device(&device);
-        let measured = crate::roofline::MeasuredCeilings::load(results_dir, &slug)?;
-        let roofs = crate::roofline::Roofs::new(&spec, measured.as_ref());
-        let measured_roof = measured.is_some().then_some(&roofs.primary);
-        written.extend(plot_results(&dir, &roofs.spec, measured_roof, &rows)?);
     }
     Ok(written)
+}
+
+/// The folders in `dir`, sorted.
+fn subfolders(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// Plots one folder of results (a run's, or a GPU folder's own) of the GPU `gpu_slug`, whose
+/// `ceilings.json` lies under `results_dir`. Nothing (and no error) for a folder whose results do
+/// not name their GPU: `accuracy/`, a user's notes.
+pub fn plot_run(
+    folder: &Path,
+    results_dir: &Path,
+    gpu_slug: &str,
+    catalog: &crate::roofline::Catalog,
+) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(folder)
+        .with_context(|| format!("cannot read {}", folder.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    let csvs: Vec<&PathBuf> = files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+        .collect();
+    let Some(device) = csvs
+        .iter()
+        .find_map(|csv| run_device(&csv.with_extension("json")))
+    else {
+        return Ok(Vec::new());
+    };
+    let mut rows = Vec::new();
+    for csv in csvs {
+        rows.extend(super::read_csv(csv)?);
+    }
+    let spec = catalog.match_device(&device);
+    let measured = crate::roofline::MeasuredCeilings::load(results_dir, gpu_slug)?;
+    let roofs = crate::roofline::Roofs::new(&spec, measured.as_ref());
+    let measured_roof = measured.is_some().then_some(&roofs.primary);
+    plot_results(folder, &roofs.spec, measured_roof, &rows)
 }
 
 /// The GPU a results JSON's run metadata names (None: not a results file of a GPU run).
@@ -486,6 +510,42 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn run_folders_are_plotted_and_other_folders_skipped() {
+        use crate::report::{ResultsWriter, RunFolder, RunMetadata};
+        let dir = tempfile::tempdir().unwrap();
+        let info = crate::gpu::h100_example();
+        let mut meta = RunMetadata::this_run();
+        meta.gpu = Some(info.clone());
+        let runs: Vec<RunFolder> = (0..2)
+            .map(|_| RunFolder::create(dir.path(), &info.slug()).unwrap())
+            .collect();
+        for run in &runs {
+            let mut w = ResultsWriter::create(&run.dir, "stream", meta.clone()).unwrap();
+            w.append(ResultRow {
+                suite: "stream".into(),
+                case: "copy/1GiB".into(),
+                pct_of_ceiling: Some(90.0),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        // The accuracy reports' folder (another CSV schema, no GPU) once failed `roofbench plot`.
+        let accuracy = dir.path().join("accuracy");
+        std::fs::create_dir(&accuracy).unwrap();
+        std::fs::write(accuracy.join("gemm.csv"), "shape,m\nx,1\n").unwrap();
+        std::fs::write(accuracy.join("gemm.json"), "{\"rows\": []}").unwrap();
+        let written = plot_results_dir(dir.path(), None, &Catalog::embedded()).unwrap();
+        assert_eq!(
+            written.len(),
+            4,
+            "two plots in each run folder: {written:?}"
+        );
+        for run in &runs {
+            assert!(run.dir.join("roofline.svg").is_file());
+        }
     }
 
     #[test]
