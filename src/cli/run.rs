@@ -88,7 +88,7 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode> {
         Ok(gpu) => gpu,
         Err(e) => {
             eprintln!("no GPU measurement: {e}\n");
-            super::kernels::print_kernels(false);
+            super::kernels::print_kernel_summary();
             let catalog = ctx.catalog()?;
             let spec = super::named_gpu(&catalog, &args.predict_gpu)?;
             println!(
@@ -98,6 +98,14 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode> {
             println!(
                 "{}",
                 predict::prediction_table(&predict::predict(spec, &plans))
+            );
+            eprintln!(
+                "\nsummary: no GPU, so nothing was measured; the table above is PREDICTED from \
+                 the {} spec sheet (`--predict-gpu NAME` for another, `roofbench predict --csv \
+                 FILE` to save it). On a GPU the same command verifies and measures every case \
+                 into {}/<gpu>/runs/<start time>/.",
+                spec.name,
+                args.out.display()
             );
             return Ok(if args.require_gpu {
                 ExitCode::from(EXIT_NO_GPU)
