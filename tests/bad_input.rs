@@ -312,6 +312,27 @@ fn every_bad_input_is_a_clear_error_with_its_exit_code() {
 }
 
 #[test]
+fn huge_cases_are_predicted_from_their_parameters() {
+    // These once allocated what a run would (32 s and 3.2 GB for attention; an aborted 262 GB
+    // allocation for kv_evict's block manager) to say "does not fit".
+    let dir = tempfile::tempdir().unwrap();
+    for suite in ["attention", "kv_evict"] {
+        let started = std::time::Instant::now();
+        let (code, text) = roofbench(
+            dir.path(),
+            &["predict", suite, "--case", "b=50000,ctx=131072"],
+        );
+        assert_eq!(code, 0, "{text}");
+        assert!(text.contains("does not fit"), "{text}");
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "{suite}: {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[test]
 fn help_documents_the_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
     let (code, text) = roofbench(dir.path(), &["--help"]);

@@ -470,6 +470,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn device_bytes_match_the_layout_they_are_computed_without() {
+        // Sizes come from the lengths alone (a huge case must not build its page table); they
+        // must still be what the built layout holds.
+        for spec in [
+            "b=3,lens=1:17:4000,p=7",
+            "b=2,ctx=300,layout=contiguous",
+            "b=5,ctx=100,p=1",
+        ] {
+            let c = AttentionConfig::parse(spec).unwrap();
+            let layout = layout_of(&c, 0);
+            let (page_size, pages) = (layout.page_size, layout.num_pages);
+            let pools = 2 * pages * c.kv_heads * page_size * c.head_dim * c.kv_dtype.bytes();
+            let rows = c.batch * c.q_len * c.q_heads;
+            let rest = 2 * rows * c.head_dim * c.q_dtype.bytes()
+                + c.num_splits(256) * rows * (c.head_dim + 1) * 4
+                + 2 * c.batch * c.q_len * c.kv_heads * c.head_dim * c.q_dtype.bytes()
+                + layout.block_tables.len() * 4;
+            assert_eq!(device_bytes(&c), (pools + rest) as u64, "{spec}");
+        }
+    }
+
+    #[test]
     fn kernel_names_follow_the_case() {
         let c = AttentionConfig::parse("kv=e4m3,q=fp16,d=80").unwrap();
         assert_eq!(decode_kernel_name(&c), "paged_decode_e4m3_fp16_dany");
