@@ -143,7 +143,7 @@ const BAD: &[(&[&str], i32, &str)] = &[
     (
         &["predict", "stream", "--case", "copy:-4"],
         USAGE,
-        "unknown size unit `-4`",
+        "not a size",
     ),
     (
         &["predict", "stream", "--case", "copy:1e30"],

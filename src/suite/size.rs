@@ -8,6 +8,10 @@ pub fn parse_bytes(text: &str) -> Result<u64> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
+    let not_a_size = || format!("`{text}` is not a size (e.g. 64MiB, 1GiB, 4096)");
+    if number.is_empty() {
+        bail!(not_a_size());
+    }
     let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" => 1 << 10,
@@ -20,7 +24,6 @@ pub fn parse_bytes(text: &str) -> Result<u64> {
             bail!("unknown size unit `{other}` in `{text}` (use B, KiB, MiB, GiB, KB, MB, GB)")
         }
     };
-    let not_a_size = || format!("`{text}` is not a size (e.g. 64MiB, 1GiB, 4096)");
     let too_large = || anyhow!("`{text}` is more than 2^64 bytes");
     // Whole numbers exactly (an f64 would round above 2^53 and saturate past 2^64); a fraction
     // only where the unit makes it whole, e.g. 1.5GB.
