@@ -48,7 +48,7 @@ cat > "$dist/run-all.sh" <<'RUN'
 #!/usr/bin/env bash
 # On a GPU node: device facts, every correctness check, the GPU tests, calibration, the suites
 # (measured against the fresh ceilings), the benches. Results go to $OUT (default ./out):
-# verify.txt, tests.txt, calibrate.txt, results/<gpu>/{ceilings.json,*.csv,*.json,*.svg}, criterion/.
+# verify.txt, tests.txt, calibrate.txt, results/<gpu>/ceilings.json, results/<gpu>/runs/<start>/{*.csv,*.json,*.svg}, criterion/.
 # Arguments go to `roofbench run` (e.g. --quick, or a suite and its --case list).
 # ROOFBENCH_PHASES picks steps (default: all of "verify tests calibrate run benches"), so a
 # session with a per-call time limit can spread them over calls, e.g.
