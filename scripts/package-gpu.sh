@@ -48,7 +48,7 @@ cat > "$dist/run-all.sh" <<'RUN'
 #!/usr/bin/env bash
 # On a GPU node: device facts, every correctness check, the GPU tests, calibration, the suites
 # (measured against the fresh ceilings), the benches. Results go to $OUT (default ./out):
-# verify.txt, tests.txt, calibrate.txt, results/<gpu>/{ceilings.json,*.csv,*.json,*.svg}, criterion/.
+# verify.txt, tests.txt, calibrate.txt, results/<gpu>/ceilings.json, results/<gpu>/runs/<start>/{*.csv,*.json,*.svg}, criterion/.
 # Arguments go to `roofbench run` (e.g. --quick, or a suite and its --case list).
 # ROOFBENCH_PHASES picks steps (default: all of "verify tests calibrate run benches"), so a
 # session with a per-call time limit can spread them over calls, e.g.
@@ -67,7 +67,8 @@ status=0
 for d in /usr/local/cuda/lib64 /usr/local/cuda-*/targets/x86_64-linux/lib; do
   [ -e "$d/libcublasLt.so" ] || ls "$d"/libcublasLt.so.* >/dev/null 2>&1 && export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"
 done
-"$here/bin/roofbench" devices | tee "$out/devices.txt" || exit 2
+# No GPU: roofbench's own "no GPU" exit code (3), passed on.
+"$here/bin/roofbench" devices | tee "$out/devices.txt" || exit 3
 "$here/bin/roofbench" kernels > "$out/kernels.txt"
 if want verify; then
   # shellcheck disable=SC2086  # a list of suite names

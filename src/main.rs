@@ -1,6 +1,5 @@
 //! The `roofbench` command line: parses arguments and hands each command to its file in
-//! `src/cli/`. Exit codes: 0 success, 1 a check failed or an error, 2 no usable GPU where one is
-//! required.
+//! `src/cli/`. Exit codes: see [`EXIT_CODES`].
 
 mod cli;
 
@@ -12,12 +11,22 @@ use clap::{Parser, Subcommand};
 
 use cli::selection::Selection;
 use cli::{accuracy, calibrate, devices, gpus, kernels, plot, predict, run, suites, verify};
+use roofbench::suite;
+
+/// The exit codes, as `--help` shows them (README "Exit codes" says the same).
+const EXIT_CODES: &str = "Exit codes:
+  0  success
+  1  a check failed (verification, calibration) or the command could not finish (e.g. a write)
+  2  usage error: unknown command, option, suite or report; a bad case or option value
+  3  no usable GPU (no driver, no device, no kernels) where the command needs one:
+     devices, verify, calibrate, and run --require-gpu";
 
 #[derive(Parser)]
 #[command(
     name = "roofbench",
     version,
-    about = "LLM inference kernels vs the roofline of your GPU"
+    about = "LLM inference kernels vs the roofline of your GPU",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     /// Extra or overriding GPU specs (TOML, format of examples/my-gpus.toml); also ROOFBENCH_GPUS.
@@ -29,7 +38,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Facts about each CUDA device (exit code 2 when there is none).
+    /// Facts about each CUDA device (exit code 3 when there is none).
     Devices,
     /// The kernels embedded in this binary: targets, registers, shared memory, spills.
     Kernels(kernels::KernelsArgs),
@@ -57,6 +66,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    #[cfg(unix)]
+    // SAFETY: restoring the default action of one signal, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let ctx = cli::Context {
         gpus_file: cli.gpus,
@@ -65,7 +79,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(if suite::is_usage(&e) {
+                suite::EXIT_USAGE
+            } else {
+                suite::EXIT_CHECK_FAILED
+            })
         }
     }
 }

@@ -27,12 +27,12 @@ fn no_gpu_here() -> bool {
 }
 
 #[test]
-fn devices_without_gpu_exits_2_with_a_reason() {
+fn devices_without_gpu_exits_3_with_a_reason() {
     if !no_gpu_here() {
         return;
     }
     let (code, text) = roofbench(&["devices"]);
-    assert_eq!(code, 2, "{text}");
+    assert_eq!(code, 3, "{text}");
     assert!(
         text.contains("no CUDA driver") || text.contains("no CUDA device"),
         "{text}"
@@ -47,8 +47,40 @@ fn run_without_gpu_explains_and_shows_the_kernel_table() {
     let (code, text) = roofbench(&["run", "--quick"]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("no GPU measurement"), "{text}");
+    // One screen of kernels (not a row per kernel) before the predictions, a summary after.
+    let before = text.split("PREDICTED").next().unwrap();
+    assert!(before.lines().count() < 25, "{before}");
+    if roofbench::gpu::embedded::BUILT_WITHOUT_KERNELS.is_none() {
+        assert!(before.contains("most registers on sm_90a"), "{before}");
+    }
+    let summary = text.rsplit("summary:").next().unwrap();
+    assert!(
+        summary.contains("nothing was measured") && summary.contains("PREDICTED"),
+        "{text}"
+    );
     let (code, _) = roofbench(&["run", "--quick", "--require-gpu"]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 3, "no GPU: its own code, not a usage error's 2");
+}
+
+#[test]
+fn the_main_job_writes_no_committed_file() {
+    // scripts/main.sh: `run` writes a fresh run folder; the accuracy step gets `--quick` when the
+    // job does and an untracked folder (results/local/, ignored), never results/accuracy/.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let script = std::fs::read_to_string(format!("{root}/scripts/main.sh")).unwrap();
+    let accuracy: Vec<&str> = script
+        .lines()
+        .filter(|l| l.contains("\"$bin\" accuracy"))
+        .collect();
+    assert_eq!(accuracy.len(), 1, "{script}");
+    assert!(
+        accuracy[0].contains("--out \"$local_dir\"") && accuracy[0].contains("quick"),
+        "{}",
+        accuracy[0]
+    );
+    assert!(script.contains("local_dir=\"results/local/"), "{script}");
+    let ignore = std::fs::read_to_string(format!("{root}/.gitignore")).unwrap();
+    assert!(ignore.lines().any(|l| l == "/results/local/"), "{ignore}");
 }
 
 #[test]
@@ -57,22 +89,22 @@ fn verify_without_gpu_fails() {
         return;
     }
     let (code, text) = roofbench(&["verify", "stream", "--case", "copy:1MiB"]);
-    assert_eq!(code, 2, "{text}");
+    assert_eq!(code, 3, "{text}");
 }
 
 #[test]
 fn bad_arguments_are_clear_errors() {
     let (code, text) = roofbench(&["run", "warp-drive"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(text.contains("unknown suite `warp-drive`"), "{text}");
     let (code, text) = roofbench(&["verify", "stream", "--case", "copy:7"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(
         text.contains("multiple of 4") && text.contains("OP:SIZE"),
         "{text}"
     );
     let (code, text) = roofbench(&["run", "--case", "copy:1GiB"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(text.contains("exactly one suite"), "{text}");
 }
 
@@ -89,12 +121,12 @@ fn kernels_lists_the_embedded_table() {
 }
 
 #[test]
-fn calibrate_without_gpu_exits_2() {
+fn calibrate_without_gpu_exits_3() {
     if !no_gpu_here() {
         return;
     }
     let (code, text) = roofbench(&["calibrate", "--quick"]);
-    assert_eq!(code, 2, "{text}");
+    assert_eq!(code, 3, "{text}");
 }
 
 #[test]
@@ -106,7 +138,7 @@ fn predictions_work_without_a_gpu_and_say_so() {
         "{text}"
     );
     let (code, text) = roofbench(&["predict", "--gpu", "voodoo5"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(
         text.contains("unknown GPU `voodoo5`") && text.contains("H100 SXM"),
         "{text}"
@@ -186,7 +218,7 @@ fn accuracy_runs_on_the_cpu_and_writes_its_table_and_plot() {
         .join("accuracy/kv_evict-error-vs-budget.svg")
         .exists());
     let (code, text) = roofbench(&["accuracy", "kv_evict", "--policy", "lru", "--out", out]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(text.contains("lru") && text.contains("h2o"), "{text}");
     let (code, text) = roofbench(&[
         "accuracy",
@@ -226,6 +258,47 @@ fn gemm_accuracy_runs_on_the_cpu_for_user_shapes() {
     );
     assert!(dir.path().join("accuracy/gemm-sqnr.svg").exists());
     let (code, text) = roofbench(&["accuracy", "fft", "--out", out]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(text.contains("kv_evict, gemm"), "{text}");
+}
+
+#[test]
+fn results_readme_documents_every_column() {
+    // The header of each CSV a user gets: the results rows and both accuracy reports.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let (code, text) = roofbench(&[
+        "accuracy", "--len", "64", "--policy", "recent", "--budget", "10%", "--shape", "1x16x16",
+        "--out", out,
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let mut headers: Vec<String> = ["kv_evict", "gemm"]
+        .iter()
+        .map(|r| {
+            let csv = std::fs::read_to_string(dir.path().join(format!("accuracy/{r}.csv")));
+            csv.unwrap().lines().next().unwrap().to_string()
+        })
+        .collect();
+    let baselines = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/baselines/common.py"
+    ))
+    .unwrap();
+    // common.py's COLUMNS is the results header (a unit test in report/writer.rs checks it).
+    let list = baselines.split("COLUMNS = [").nth(1).unwrap();
+    let list = list.split(']').next().unwrap();
+    headers.push(
+        list.split(',')
+            .filter_map(|c| c.split('"').nth(1))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/results/README.md")).unwrap();
+    let missing: Vec<&str> = headers
+        .iter()
+        .flat_map(|h| h.split(','))
+        .filter(|c| !readme.contains(&format!("`{c}`")))
+        .collect();
+    assert!(missing.is_empty(), "results/README.md lacks {missing:?}");
 }

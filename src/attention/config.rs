@@ -19,6 +19,9 @@ pub const MAX_SPLITS: usize = 64;
 /// Batch and kv heads are grid dimensions (z and y), which CUDA caps at 65535.
 pub const MAX_BATCH: usize = 65_535;
 pub const MAX_KV_HEADS: usize = 65_535;
+/// Bound on Σ context x q_len x q heads x head dim x 16 (see `validate`): 2^60, a thousand times
+/// a 128k-context batch of 256 at 128 q heads of 256.
+const MAX_WORK: u64 = 1 << 60;
 /// The context of a sequence when neither `ctx=` nor `lens=` is given.
 const DEFAULT_CONTEXT: usize = 4096;
 
@@ -213,6 +216,19 @@ impl AttentionConfig {
                 c.q_len
             );
         }
+        // Every count the case derives (bytes, FLOPs, device memory) is a product of these; one
+        // bound on the largest keeps them all far from wrapping around 2^64.
+        let work = lens
+            .iter()
+            .try_fold(0u64, |sum, &l| sum.checked_add(l as u64))
+            .and_then(|t| t.checked_mul((c.q_len * c.q_heads * c.head_dim * 16) as u64));
+        if work.is_none_or(|w| w > MAX_WORK) {
+            bail!(
+                "{} sequences of up to {MAX_CONTEXT} tokens with {} q heads: far beyond any GPU",
+                c.batch,
+                c.q_heads
+            );
+        }
         if let Some(s) = c.splits {
             if !(1..=MAX_SPLITS).contains(&s) {
                 bail!("splits must be 1..={MAX_SPLITS}");
@@ -279,7 +295,8 @@ impl AttentionConfig {
     /// reads its cache with a larger default batch).
     pub fn from_spec(spec: &Spec, defaults: AttentionConfig) -> Result<AttentionConfig> {
         let mut c = defaults;
-        c.batch = spec.int("b")?.unwrap_or(c.batch);
+        let batch = spec.int("b")?;
+        c.batch = batch.unwrap_or(c.batch);
         if let Some((q, kv)) = spec.parse("heads", parse_heads)? {
             (c.q_heads, c.kv_heads) = (q, kv);
         }
@@ -322,6 +339,13 @@ impl AttentionConfig {
                 bail!("give either ctx= or lens=L1:L2:..., not both")
             }
             (Some(Lengths::Explicit(v)), None) => {
+                // `lens=` sets the batch; a `b=` that disagrees is a mistake, not a smaller batch.
+                if let Some(b) = batch.filter(|&b| b != v.len()) {
+                    bail!(
+                        "b={b} but lens= lists {} lengths: give one per sequence",
+                        v.len()
+                    );
+                }
                 c.batch = v.len();
                 c.lengths = Lengths::Explicit(v);
             }
@@ -442,6 +466,11 @@ mod tests {
         assert!(err("ctx=100,lens=1:2").contains("not both"));
         assert!(err("b=2,batch=3").contains("`b` is given twice"));
         assert!(err("lens=1:x").starts_with("lens=1:x: "));
+        // `b=` and `lens=` must agree: this once ran a batch of 2.
+        assert!(err("b=4,lens=100:200").contains("b=4 but lens= lists 2"));
+        assert!(AttentionConfig::parse("b=2,lens=100:200").is_ok());
+        // Within every per-key limit, but the products would pass 2^64.
+        assert!(err("b=65535,ctx=131072,heads=1048560/65535,d=256").contains("far beyond"));
     }
 
     #[test]

@@ -27,8 +27,7 @@ impl PagedLayout {
             .iter()
             .map(|&c| c.div_ceil(page_size))
             .collect();
-        let num_pages: usize = pages.iter().sum();
-        let max_pages_per_seq = pages.iter().copied().max().unwrap_or(1).max(1);
+        let (num_pages, max_pages_per_seq) = Self::paged_counts(context_lens, page_size);
         let mut order: Vec<i32> = (0..num_pages as i32).collect();
         order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
         let mut block_tables = vec![0i32; context_lens.len() * max_pages_per_seq];
@@ -45,6 +44,14 @@ impl PagedLayout {
             block_tables,
             context_lens: context_lens.iter().map(|&c| c as i32).collect(),
         }
+    }
+
+    /// `(num_pages, max_pages_per_seq)` of [`Self::paged`], from the lengths alone: sizes and
+    /// predictions need them without shuffling and tabulating every page.
+    pub fn paged_counts(context_lens: &[usize], page_size: usize) -> (usize, usize) {
+        let pages = context_lens.iter().map(|&c| c.div_ceil(page_size));
+        let max_pages_per_seq = pages.clone().max().unwrap_or(1).max(1);
+        (pages.sum(), max_pages_per_seq)
     }
 
     /// One page per sequence, `max(context)` tokens long: a plain `[batch][kv_heads][ctx][dim]`.

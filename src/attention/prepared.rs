@@ -69,15 +69,23 @@ fn layout_of(c: &AttentionConfig, seed: u64) -> PagedLayout {
     }
 }
 
-/// Device memory of a prepared case: pools, q/out, partials, tables.
+/// Device memory of a prepared case: pools, q/out, partials, tables. Computed from the lengths,
+/// never by building the layout (a prediction of a case far too large for any GPU must not
+/// allocate what the GPU would).
 pub fn device_bytes(c: &AttentionConfig) -> u64 {
-    let layout = layout_of(c, 0);
-    let pools = 2 * layout.pool_elements(c.kv_heads, c.head_dim) * c.kv_dtype.bytes();
+    let lens = c.context_lens();
+    let (num_pages, page_size, table_entries) = if c.contiguous {
+        (c.batch, c.max_context().max(1), c.batch)
+    } else {
+        let (pages, max_pages) = PagedLayout::paged_counts(&lens, c.page_size);
+        (pages, c.page_size, c.batch * max_pages)
+    };
+    let pools = 2 * num_pages * c.kv_heads * page_size * c.head_dim * c.kv_dtype.bytes();
     let rows = c.batch * c.q_len * c.q_heads;
     let q_out = 2 * rows * c.head_dim * c.q_dtype.bytes();
     let partials = c.num_splits(256) * rows * (c.head_dim + 1) * 4;
     let new_tokens = 2 * c.batch * c.q_len * c.kv_heads * c.head_dim * c.q_dtype.bytes();
-    (pools + q_out + partials + new_tokens + layout.block_tables.len() * 4) as u64
+    (pools + q_out + partials + new_tokens + table_entries * 4) as u64
 }
 
 pub struct PreparedAttention {
@@ -460,6 +468,28 @@ fn append_variant(gpu: &Gpu, c: &AttentionConfig) -> Variant<PreparedAttention> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_bytes_match_the_layout_they_are_computed_without() {
+        // Sizes come from the lengths alone (a huge case must not build its page table); they
+        // must still be what the built layout holds.
+        for spec in [
+            "b=3,lens=1:17:4000,p=7",
+            "b=2,ctx=300,layout=contiguous",
+            "b=5,ctx=100,p=1",
+        ] {
+            let c = AttentionConfig::parse(spec).unwrap();
+            let layout = layout_of(&c, 0);
+            let (page_size, pages) = (layout.page_size, layout.num_pages);
+            let pools = 2 * pages * c.kv_heads * page_size * c.head_dim * c.kv_dtype.bytes();
+            let rows = c.batch * c.q_len * c.q_heads;
+            let rest = 2 * rows * c.head_dim * c.q_dtype.bytes()
+                + c.num_splits(256) * rows * (c.head_dim + 1) * 4
+                + 2 * c.batch * c.q_len * c.kv_heads * c.head_dim * c.q_dtype.bytes()
+                + layout.block_tables.len() * 4;
+            assert_eq!(device_bytes(&c), (pools + rest) as u64, "{spec}");
+        }
+    }
 
     #[test]
     fn kernel_names_follow_the_case() {

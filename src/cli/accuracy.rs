@@ -2,12 +2,14 @@
 //! (`roofbench::accuracy_reports()`); each brings its own options, added to this command here.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{value_parser, Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
+use indicatif::{ProgressBar, ProgressStyle};
 
 use roofbench::suite::accuracy::CommonOptions;
-use roofbench::suite::AccuracyReport;
+use roofbench::suite::{usage, AccuracyReport};
 
 /// The command's options: the shared ones, and every report's own, kept as parsed.
 pub struct AccuracyArgs {
@@ -96,7 +98,7 @@ pub fn run(args: AccuracyArgs) -> Result<()> {
         .get_many::<String>("reports")
         .map(|v| v.cloned().collect())
         .unwrap_or_default();
-    let reports = selected(&names)?;
+    let reports = selected(&names).map_err(usage)?;
     let common = CommonOptions {
         quick: m.get_flag("quick"),
     };
@@ -106,9 +108,21 @@ pub fn run(args: AccuracyArgs) -> Result<()> {
         .unwrap_or_else(|| PathBuf::from("results"));
     let dir = out.join("accuracy");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // The full reports take a minute or two on two cores: show which one is running (on a
+    // terminal only; indicatif draws nothing into a pipe or a log).
+    let bar = ProgressBar::new(reports.len() as u64).with_style(
+        ProgressStyle::with_template(
+            "{spinner} {pos}/{len} accuracy reports [{elapsed_precise}] {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
     for report in reports {
+        bar.set_message(report.name());
         report.run(m, common, &dir)?;
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     println!(
         "wrote {} (CPU, f64 references: no GPU involved)",
         dir.display()

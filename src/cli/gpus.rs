@@ -18,7 +18,7 @@ pub struct GpusArgs {
 pub fn run(args: GpusArgs, ctx: &Context) -> Result<()> {
     let catalog = ctx.catalog()?;
     match args.name {
-        Some(name) => print_gpu_sources(&catalog, catalog.get(&name)?),
+        Some(name) => print_gpu_sources(&catalog, super::named_gpu(&catalog, &name)?),
         None => {
             let specs: Vec<_> = catalog.gpus.iter().collect();
             let (header, rows) = predict::gpu_summary(&specs, false);

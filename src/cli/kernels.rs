@@ -72,6 +72,43 @@ pub fn print_kernels(ptxas: bool) {
     }
 }
 
+/// One screen instead of a row per kernel: counts, targets, the heaviest register user per
+/// target and any spills (the main job without a GPU shows this).
+pub fn print_kernel_summary() {
+    if let Some(why) = gpu::embedded::BUILT_WITHOUT_KERNELS {
+        println!("built without kernels: {why}");
+        return;
+    }
+    let s = gpu::KernelSummary::of(gpu::MODULES);
+    println!(
+        "{} kernels in {} modules (nvcc {}), targets: {}",
+        s.kernels,
+        s.modules,
+        gpu::embedded::NVCC_VERSION.unwrap_or("?"),
+        s.targets.join(" ")
+    );
+    for (module, k) in &s.most_registers {
+        println!(
+            "  most registers on {:<8} {module}: {} ({})",
+            k.target,
+            k.kernel,
+            resource_cell(k)
+        );
+    }
+    if s.spilling.is_empty() {
+        println!("  no kernel spills registers or uses stack");
+    }
+    for (module, k) in &s.spilling {
+        println!(
+            "  {} {module}: {} ({})",
+            k.target,
+            k.kernel,
+            resource_cell(k)
+        );
+    }
+    println!("  (`roofbench kernels` lists every kernel per target)");
+}
+
 fn resource_cell(k: &gpu::KernelResources) -> String {
     let mut cell = format!("{} regs", k.registers);
     if k.shared_bytes > 0 {

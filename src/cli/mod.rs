@@ -19,10 +19,10 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use roofbench::gpu::{self, Gpu, GpuError};
-use roofbench::roofline::Catalog;
+use roofbench::roofline::{Catalog, GpuSpec};
+use roofbench::suite::usage;
 
-/// Exit code when there is no usable GPU (no driver, no device, or no kernels in the binary).
-pub const EXIT_NO_GPU: u8 = 2;
+pub use roofbench::suite::EXIT_NO_GPU;
 
 /// The GPU predictions are shown for when none is named (and the main job shows without a GPU).
 pub const DEFAULT_PREDICT_GPU: &str = "H100 SXM";
@@ -40,6 +40,34 @@ impl Context {
     }
 }
 
+/// A clap value parser for a finite real number in `min..=max` (`min` itself excluded when
+/// `open_min`): NaN, infinities and out-of-range values are usage errors when parsing, before any
+/// of them reaches a `Duration` or a stop rule.
+pub fn real_in(
+    min: f64,
+    open_min: bool,
+    max: f64,
+) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
+    move |text| {
+        let v: f64 = text
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{text}` is not a number"))?;
+        let low_ok = if open_min { v > min } else { v >= min };
+        if v.is_finite() && low_ok && v <= max {
+            Ok(v)
+        } else {
+            let low = if open_min { "above" } else { "at least" };
+            Err(format!("{text} must be {low} {min} and at most {max}"))
+        }
+    }
+}
+
+/// The spec of a GPU the user named (an unknown name is a usage error listing the known ones).
+pub fn named_gpu<'a>(catalog: &'a Catalog, name: &str) -> Result<&'a GpuSpec> {
+    catalog.get(name).map_err(usage)
+}
+
 /// Opens a device, refusing early when the binary has no kernels.
 pub fn open_gpu(ordinal: usize) -> Result<Gpu, GpuError> {
     if let Some(why) = gpu::embedded::BUILT_WITHOUT_KERNELS {
@@ -48,8 +76,8 @@ pub fn open_gpu(ordinal: usize) -> Result<Gpu, GpuError> {
     Gpu::open(ordinal)
 }
 
-/// Opens a device for a command that cannot work without one: the reason and exit code 2 when
-/// there is none.
+/// Opens a device for a command that cannot work without one: the reason and [`EXIT_NO_GPU`]
+/// when there is none.
 pub fn require_gpu(ordinal: usize) -> Result<Gpu, ExitCode> {
     open_gpu(ordinal).map_err(|e| {
         eprintln!("error: {e}");
@@ -72,11 +100,11 @@ pub fn print_device_line(gpu: &Gpu) {
     );
 }
 
-/// Success, or failure when `failed` checks failed (after saying so).
+/// Success, or a failed check when `failed` checks failed (after saying so).
 pub fn exit_for_failures(failed: usize, what: &str) -> ExitCode {
     if failed > 0 {
         eprintln!("{failed} {what}");
-        ExitCode::FAILURE
+        ExitCode::from(roofbench::suite::EXIT_CHECK_FAILED)
     } else {
         ExitCode::SUCCESS
     }

@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::gpus::origin_word;
 use super::selection::Selection;
-use super::{Context, DEFAULT_PREDICT_GPU};
+use super::{named_gpu, Context, DEFAULT_PREDICT_GPU};
 use roofbench::predict::{self, Format};
 
 #[derive(Args)]
@@ -25,7 +25,7 @@ pub struct PredictArgs {
 
 pub fn run(args: PredictArgs, ctx: &Context) -> Result<()> {
     let catalog = ctx.catalog()?;
-    let spec = catalog.get(&args.gpu)?;
+    let spec = named_gpu(&catalog, &args.gpu)?;
     let predictions = predict::predict(spec, &args.select.grid_plans()?);
     println!(
         "PREDICTED for {} ({} figures; nothing measured):",
@@ -75,7 +75,7 @@ pub fn compare(args: CompareArgs, ctx: &Context) -> Result<()> {
     let specs = args
         .names
         .iter()
-        .map(|n| catalog.get(n))
+        .map(|n| named_gpu(&catalog, n))
         .collect::<Result<Vec<_>>>()?;
     let base = match &args.base {
         None => 0,

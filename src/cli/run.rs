@@ -10,12 +10,17 @@ use clap::Args;
 
 use super::selection::Selection;
 use super::{
-    exit_for_failures, open_gpu, print_device_line, Context, DEFAULT_PREDICT_GPU, EXIT_NO_GPU,
+    exit_for_failures, open_gpu, print_device_line, real_in, Context, DEFAULT_PREDICT_GPU,
+    EXIT_NO_GPU,
 };
 use roofbench::measure::{MeasureConfig, Mode};
 use roofbench::predict;
-use roofbench::report::{self, table, ResultRow, Status};
+use roofbench::report::{self, table, ResultRow, RunFolder, Status};
 use roofbench::suite::{self, Plan, RunOptions};
+
+/// The longest sampling budget per case: an hour, far past any useful one, and a bound that keeps
+/// `Duration::from_secs_f64` from ever seeing an overflowing value.
+const MAX_BUDGET_S: f64 = 3600.0;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -30,16 +35,16 @@ pub struct RunArgs {
     /// Only back-to-back launches replayed from a CUDA graph.
     #[arg(long)]
     graph: bool,
-    /// Results directory (a folder per GPU is made inside).
+    /// Results directory: each run writes a new folder `<gpu>/runs/<UTC start time>/` inside.
     #[arg(long, default_value = "results")]
     out: PathBuf,
-    /// Stop sampling a case when the median's 95% CI is within this fraction.
-    #[arg(long)]
+    /// Stop sampling a case when the median's 95% CI is within this fraction (0 < f <= 1).
+    #[arg(long, value_parser = real_in(0.0, true, 1.0))]
     target_ci: Option<f64>,
-    /// Sampling budget per case and mode, in seconds.
-    #[arg(long)]
+    /// Sampling budget per case and mode, in seconds (0 < s <= 3600).
+    #[arg(long, value_parser = real_in(0.0, true, MAX_BUDGET_S))]
     budget_s: Option<f64>,
-    /// Exit with code 2 instead of 0 when there is no GPU.
+    /// Exit with code 3 instead of 0 when there is no GPU.
     #[arg(long)]
     require_gpu: bool,
     /// Without a GPU, the predictions shown are for this GPU of the spec table.
@@ -83,9 +88,9 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode> {
         Ok(gpu) => gpu,
         Err(e) => {
             eprintln!("no GPU measurement: {e}\n");
-            super::kernels::print_kernels(false);
+            super::kernels::print_kernel_summary();
             let catalog = ctx.catalog()?;
-            let spec = catalog.get(&args.predict_gpu)?;
+            let spec = super::named_gpu(&catalog, &args.predict_gpu)?;
             println!(
                 "\nPREDICTED (roofline bounds from the {} spec sheet; nothing measured here):",
                 spec.name
@@ -94,6 +99,14 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode> {
                 "{}",
                 predict::prediction_table(&predict::predict(spec, &plans))
             );
+            eprintln!(
+                "\nsummary: no GPU, so nothing was measured; the table above is PREDICTED from \
+                 the {} spec sheet (`--predict-gpu NAME` for another, `roofbench predict --csv \
+                 FILE` to save it). On a GPU the same command verifies and measures every case \
+                 into {}/<gpu>/runs/<start time>/.",
+                spec.name,
+                args.out.display()
+            );
             return Ok(if args.require_gpu {
                 ExitCode::from(EXIT_NO_GPU)
             } else {
@@ -101,21 +114,32 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode> {
             });
         }
     };
+    let slug = gpu.info().slug();
     let opts = RunOptions {
         modes: args.modes(),
         measure: args.measure_config(),
+        run: RunFolder::create(&args.out, &slug)?,
         out_dir: args.out,
         catalog: ctx.catalog()?,
     };
     print_device_line(&gpu);
     let rows = suite::run(&gpu, &plans, &opts)?;
     println!("{}", report::results_table(&rows));
-    let slug = gpu.info().slug();
-    print_goals(&plans, &rows, &opts.out_dir.join(&slug))?;
-    for path in report::plot::plot_results_dir(&opts.out_dir, Some(&slug), &opts.catalog)? {
+    let dir = &opts.run.dir;
+    print_goals(&plans, &rows, dir)?;
+    let plots = report::plot::plot_run(dir, &opts.out_dir, &slug, &opts.catalog)?;
+    for path in plots {
         eprintln!("plot: {}", path.display());
     }
     let failed = rows.iter().filter(|r| r.status == Status::Failed).count();
+    eprintln!(
+        "\nsummary: {} rows measured on {} ({failed} failed verification); results in {} \
+         (earlier runs are kept beside it). Next: `roofbench plot`, `roofbench accuracy`, \
+         `roofbench compare-gpus`.",
+        rows.len(),
+        gpu.info().name,
+        dir.display()
+    );
     Ok(exit_for_failures(
         failed,
         "result(s) failed verification: see the `note` column",

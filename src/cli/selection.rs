@@ -3,7 +3,7 @@
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
 
-use roofbench::suite::{Case, Plan, Suite};
+use roofbench::suite::{usage, Case, Plan, Suite};
 
 #[derive(Args)]
 pub struct Selection {
@@ -31,8 +31,15 @@ impl Selection {
         }
     }
 
-    /// The suites and cases to run; unknown suites and bad case specs are errors.
+    /// The suites and cases to run; unknown suites and bad case specs are usage errors.
     pub fn plans(
+        &self,
+        default_cases: impl Fn(&dyn Suite) -> Vec<Box<dyn Case>>,
+    ) -> Result<Vec<Plan<'static>>> {
+        self.checked_plans(default_cases).map_err(usage)
+    }
+
+    fn checked_plans(
         &self,
         default_cases: impl Fn(&dyn Suite) -> Vec<Box<dyn Case>>,
     ) -> Result<Vec<Plan<'static>>> {

@@ -34,6 +34,51 @@ pub struct EmbeddedModule {
 
 include!(concat!(env!("OUT_DIR"), "/embedded_kernels.rs"));
 
+/// What a newcomer needs of the kernel table on one screen: how many kernels in how many
+/// modules, for which targets, the heaviest register user per target and every spilling kernel
+/// (`roofbench kernels` shows the full table).
+#[derive(Debug, Clone)]
+pub struct KernelSummary {
+    pub modules: usize,
+    pub kernels: usize,
+    /// Machine-code and PTX targets, oldest first.
+    pub targets: Vec<&'static str>,
+    /// Per target: the kernel with the most registers (module, resources).
+    pub most_registers: Vec<(&'static str, &'static KernelResources)>,
+    /// Every (module, kernel resources) that spills or uses stack.
+    pub spilling: Vec<(&'static str, &'static KernelResources)>,
+}
+
+impl KernelSummary {
+    pub fn of(modules: &'static [EmbeddedModule]) -> KernelSummary {
+        let all = || {
+            modules
+                .iter()
+                .flat_map(|m| m.kernels.iter().map(move |k| (m.name, k)))
+        };
+        let mut targets: Vec<&'static str> = all().map(|(_, k)| k.target).collect();
+        targets.sort_by_key(|t| Target::parse(t).map(|t| (t.major, t.minor, t.arch_specific)));
+        targets.dedup();
+        let most_registers = targets
+            .iter()
+            .filter_map(|&t| {
+                all()
+                    .filter(|(_, k)| k.target == t)
+                    .max_by_key(|(_, k)| k.registers)
+            })
+            .collect();
+        KernelSummary {
+            modules: modules.len(),
+            kernels: modules.iter().map(|m| m.kernel_names().len()).sum(),
+            targets,
+            most_registers,
+            spilling: all()
+                .filter(|(_, k)| k.spills() || k.stack_bytes > 0)
+                .collect(),
+        }
+    }
+}
+
 impl EmbeddedModule {
     /// Names of the entry points (from the report of the first target).
     pub fn kernel_names(&self) -> Vec<&'static str> {

@@ -23,7 +23,7 @@ use cudarc::driver::{
 pub use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 use serde::{Deserialize, Serialize};
 
-pub use embedded::{EmbeddedModule, KernelResources, MODULES};
+pub use embedded::{EmbeddedModule, KernelResources, KernelSummary, MODULES};
 use error::DriverContext;
 pub use error::{GpuError, GpuResult};
 pub use kernel_name::{kernels, KernelName};

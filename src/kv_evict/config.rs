@@ -16,6 +16,26 @@ use crate::suite::spec::{Absent, Grammar, Key, Value};
 pub const MAX_OBSERVATION: usize = 64;
 /// Largest budget the select kernel is specified for (tokens per sequence and kv head).
 pub const MAX_BUDGET: usize = 65_536;
+/// SnapKV's observation window, in a case (`obs=`) and in the accuracy report (`--window`): one
+/// rule, so a window accepted in one place is never refused in the other.
+pub fn check_observation(window: usize) -> Result<()> {
+    if !(1..=MAX_OBSERVATION).contains(&window) {
+        bail!("an observation window of {window} queries: it must be 1..={MAX_OBSERVATION}");
+    }
+    Ok(())
+}
+
+/// SnapKV's max-pool width, in a case (`pool=`) and in the accuracy report (`--pool`).
+pub fn check_pool(width: usize) -> Result<()> {
+    if width % 2 == 0 {
+        bail!("a max-pool width of {width}: it must be odd (a window centred on the token)");
+    }
+    Ok(())
+}
+
+/// The most device memory a page-move case may describe (1 PiB: past every GPU, so predictions
+/// of large cases still say "does not fit").
+const MAX_MOVE_BYTES: u64 = 1 << 50;
 /// The batch of an eviction case's cache when `b=` is not given.
 const DEFAULT_BATCH: usize = 32;
 
@@ -283,6 +303,9 @@ impl EvictConfig {
     /// e.g. `evict/h2o-25%/b32-ctx4096-h32/8-d128-p16-kvbf16`, `swap-out/1024blk/p16-h8-d128-kvbf16`.
     pub fn name(&self) -> String {
         let c = &self.cache;
+        if self.op == Op::Decode {
+            return format!("decode/{}", c.name());
+        }
         if self.op.moves_blocks() {
             return format!(
                 "{}/{}blk/p{}-kvh{}-d{}-kv{}",
@@ -312,7 +335,13 @@ impl EvictConfig {
             ScoreData::Equal => policy += "-equal",
             ScoreData::Ties => policy += "-ties",
         }
-        format!("{}/{policy}/{}", self.op.name(), c.name())
+        // A compacted decode is named by the cache it reads (the budget's lengths), after the
+        // op, policy and budget that made it: two budgets never share a row name.
+        let cache = match self.op {
+            Op::DecodeCompacted => self.compacted_cache().name(),
+            _ => c.name(),
+        };
+        format!("{}/{policy}/{cache}", self.op.name())
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -332,9 +361,7 @@ impl EvictConfig {
                 self.policy.name()
             );
         }
-        if !(1..=MAX_OBSERVATION).contains(&self.observation) {
-            bail!("obs={} must be 1..={MAX_OBSERVATION}", self.observation);
-        }
+        check_observation(self.observation).context("obs=")?;
         let scoring = matches!(self.op, Op::Score | Op::Evict) && needs_scores;
         let too_short = self
             .context_lens()
@@ -349,11 +376,23 @@ impl EvictConfig {
         if let Some(&big) = self.budgets().iter().find(|&&b| b > MAX_BUDGET) {
             bail!("a budget of {big} tokens: at most {MAX_BUDGET} per sequence and kv head");
         }
-        if self.pool_kernel.is_some_and(|k| k % 2 == 0) {
-            bail!("pool= must be odd (a window centred on the token)");
+        if let Some(width) = self.pool_kernel {
+            check_pool(width).context("pool=")?;
         }
         if self.op.moves_blocks() && self.blocks == 0 {
             bail!("blocks= must be positive");
+        }
+        // The pools of a page-move case hold 2 x blocks (+32) pages of K and of V: checked, so a
+        // huge blocks= is this error rather than a wrapped size or an aborted allocation.
+        let move_bytes = (self.blocks.checked_mul(2))
+            .and_then(|pages| (pages as u64 + 32).checked_mul(2 * self.page_bytes() as u64));
+        if move_bytes.is_none_or(|b| b > MAX_MOVE_BYTES) {
+            bail!(
+                "blocks={}: {} pages of {} bytes are far beyond any GPU's memory",
+                self.blocks,
+                self.blocks.saturating_mul(2),
+                self.page_bytes()
+            );
         }
         if (self.page_bytes() / self.cache.kv_heads) % 16 != 0 {
             bail!(
@@ -499,6 +538,8 @@ mod tests {
         assert!(err("policy=snapkv,obs=65").contains("1..=64"));
         assert!(err("policy=snapkv,lens=8:100").contains("shorter than the 32"));
         assert!(err("pool=4").contains("odd"));
+        assert!(err("op=swap-out,blocks=1000000000000").contains("far beyond"));
+        assert!(err("obs=0").contains("1..=64"));
         assert!(err("qlen=2").contains("qlen=1"));
         assert!(err("heads=32/5").contains("multiple of kv heads"));
         assert!(err("budget=150%").to_lowercase().contains("budget"));

@@ -11,11 +11,9 @@ use crate::suite::Goal;
 const SHAPE: &str = "b=32,ctx=4096";
 
 fn name_of(spec: &str) -> String {
-    let c = EvictConfig::parse(&format!("{SHAPE},{spec}")).expect("a built-in spec");
-    match c.decode_case() {
-        Some(decode) => decode.name(),
-        None => c.name(),
-    }
+    EvictConfig::parse(&format!("{SHAPE},{spec}"))
+        .expect("a built-in spec")
+        .name()
 }
 
 /// A cold, verified row of our kernels.
@@ -115,7 +113,7 @@ mod tests {
     #[test]
     fn ratios_come_from_the_rows_of_the_goal_shape() {
         let decode = name_of("op=decode");
-        assert_eq!(decode, "b32-ctx4096-h32/8-d128-p16-kvbf16");
+        assert_eq!(decode, "decode/b32-ctx4096-h32/8-d128-p16-kvbf16");
         let rows = vec![
             row(&decode, 200.0),
             row(&name_of("op=evict,policy=h2o"), 220.0),

@@ -19,6 +19,8 @@ use anyhow::Result;
 
 pub use config::{EvictConfig, Op};
 
+use crate::attention::AttentionConfig;
+
 use crate::gpu::{DeviceInfo, Gpu};
 use crate::measure::Mode;
 use crate::roofline::Workload;
@@ -85,13 +87,67 @@ impl Case for EvictConfig {
 pub struct KvEvictSuite;
 
 /// A case from a spec: decode steps are attention cases (the same kernels and rows as
-/// `roofbench run attention`), everything else an eviction case.
+/// `roofbench run attention`, named by the eviction case), everything else an eviction case.
 fn parse(spec: &str) -> Result<Box<dyn Case>> {
     let c = EvictConfig::parse(spec)?;
     Ok(match c.decode_case() {
-        Some(decode) => Box::new(decode),
+        Some(decode) => Box::new(DecodeStep {
+            name: c.name(),
+            decode,
+        }),
         None => Box::new(c),
     })
+}
+
+/// A decode step of an eviction case: the attention case it stands for, under the eviction
+/// case's name (op, policy, budget), so rows of different budgets are told apart.
+struct DecodeStep {
+    name: String,
+    decode: AttentionConfig,
+}
+
+impl Case for DecodeStep {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn dtype(&self) -> String {
+        Case::dtype(&self.decode)
+    }
+
+    fn params(&self) -> String {
+        Case::params(&self.decode)
+    }
+
+    fn workload(&self) -> Workload {
+        Case::workload(&self.decode)
+    }
+
+    fn device_bytes(&self) -> u64 {
+        Case::device_bytes(&self.decode)
+    }
+
+    fn default_modes(&self, device: &DeviceInfo) -> Vec<Mode> {
+        Case::default_modes(&self.decode, device)
+    }
+
+    fn l2_resident(&self, device: &DeviceInfo) -> bool {
+        Case::l2_resident(&self.decode, device)
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        let mut json = Case::describe(&self.decode);
+        json["name"] = self.name.clone().into();
+        json
+    }
+
+    fn tokens_per_launch(&self) -> Option<u64> {
+        Case::tokens_per_launch(&self.decode)
+    }
+
+    fn prepare(&self, gpu: &Gpu) -> Result<Box<dyn Prepared>> {
+        Case::prepare(&self.decode, gpu)
+    }
 }
 
 fn case(spec: &str) -> Box<dyn Case> {
@@ -230,6 +286,38 @@ mod tests {
     }
 
     #[test]
+    fn decode_rows_are_named_by_their_eviction_case() {
+        // The compacted cache alone once named these rows: two policies at one budget, or one
+        // budget's rounding of another, shared a name.
+        let names: Vec<String> = [
+            "op=decode-compacted,budget=25%",
+            "op=decode-compacted,budget=25%,policy=tova",
+            "op=decode-compacted,budget=1024",
+            "op=decode",
+        ]
+        .iter()
+        .map(|s| parse(s).unwrap().name())
+        .collect();
+        assert_eq!(
+            names[0],
+            "decode-compacted/h2o-25%/b32-ctx1024-h32/8-d128-p16-kvbf16"
+        );
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        let grid: Vec<String> = KvEvictSuite
+            .default_cases(false)
+            .iter()
+            .map(|c| c.name())
+            .collect();
+        let mut unique = grid.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), grid.len(), "the full grid's names are unique");
+    }
+
+    #[test]
     fn specs_make_the_cases_they_made_before_the_grammar() {
         crate::suite::spec::testing::assert_same_cases(
             &KvEvictSuite,
@@ -244,13 +332,13 @@ mod tests {
             ("op=swap-out,blocks=37,heads=8/2,d=64,p=16", "swap-out/37blk/p16-kvh2-d64-kvbf16", "op=swap-out policy=h2o budget=25% batch=32 q_heads=8 kv_heads=2 head_dim=64 page_size=16 lens=Uniform(4096) observation=32 blocks=37"),
             ("op=swap-in,blocks=3,heads=8/1,d=128,p=1,kv=e4m3", "swap-in/3blk/p1-kvh1-d128-kve4m3", "op=swap-in policy=h2o budget=25% batch=32 q_heads=8 kv_heads=1 head_dim=128 page_size=1 lens=Uniform(4096) observation=32 blocks=3"),
             ("op=cow,blocks=3,heads=8/1,d=128,p=1,kv=e4m3", "cow/3blk/p1-kvh1-d128-kve4m3", "op=cow policy=h2o budget=25% batch=32 q_heads=8 kv_heads=1 head_dim=128 page_size=1 lens=Uniform(4096) observation=32 blocks=3"),
-            ("op=decode-compacted,lens=100:7,budget=10%", "b2-ctx10:1-h32/8-d128-p16-kvbf16", "batch=2 q_heads=32 kv_heads=8 head_dim=128 page_size=16 q_len=1 lens=Explicit([10, 1]) window=0 softcap=0 per_head_scales=false contiguous=false splits=auto"),
-            ("op=decode,b=8,ctx=32768", "b8-ctx32768-h32/8-d128-p16-kvbf16", "batch=8 q_heads=32 kv_heads=8 head_dim=128 page_size=16 q_len=1 lens=Uniform(32768) window=0 softcap=0 per_head_scales=false contiguous=false splits=auto"),
+            ("op=decode-compacted,lens=100:7,budget=10%", "decode-compacted/h2o-10%/b2-ctx10:1-h32/8-d128-p16-kvbf16", "batch=2 q_heads=32 kv_heads=8 head_dim=128 page_size=16 q_len=1 lens=Explicit([10, 1]) window=0 softcap=0 per_head_scales=false contiguous=false splits=auto"),
+            ("op=decode,b=8,ctx=32768", "decode/b8-ctx32768-h32/8-d128-p16-kvbf16", "batch=8 q_heads=32 kv_heads=8 head_dim=128 page_size=16 q_len=1 lens=Uniform(32768) window=0 softcap=0 per_head_scales=false contiguous=false splits=auto"),
             ("op=select,scores=ties,policy=tova", "select/tova-25%-ties/b32-ctx4096-h32/8-d128-p16-kvbf16", "op=select policy=tova budget=25% batch=32 q_heads=32 kv_heads=8 head_dim=128 page_size=16 lens=Uniform(4096) observation=32 blocks=1024"),
             ("op=select,scores=equal,policy=snapkv,obs=4,pool=5,lens=1:15:16:17:300:2049,heads=8/2,d=64", "select/snapkv-25%-obs4-pool5-equal/b6-ctx1:15:16:17:300:2049-h8/2-d64-p16-kvbf16", "op=select policy=snapkv budget=25% batch=6 q_heads=8 kv_heads=2 head_dim=64 page_size=16 lens=Explicit([1, 15, 16, 17, 300, 2049]) observation=4 blocks=1024"),
             ("batch=4,op=evict,policy=tova,budget=100", "evict/tova-100/b4-ctx4096-h32/8-d128-p16-kvbf16", "op=evict policy=tova budget=100 batch=4 q_heads=32 kv_heads=8 head_dim=128 page_size=16 lens=Uniform(4096) observation=32 blocks=1024"),
             ("b=4,scale=head,kv=e4m3,q=fp16,page=32,head_dim=64", "evict/h2o-25%/b4-ctx4096-h32/8-d64-p32-kve4m3-qfp16-headscale", "op=evict policy=h2o budget=25% batch=4 q_heads=32 kv_heads=8 head_dim=64 page_size=32 lens=Uniform(4096) observation=32 blocks=1024"),
-            ("op=decode,b=2,ctx=3000,splits=5,data=index", "b2-ctx3000-h32/8-d128-p16-kvbf16-s5-indexdata", "batch=2 q_heads=32 kv_heads=8 head_dim=128 page_size=16 q_len=1 lens=Uniform(3000) window=0 softcap=0 per_head_scales=false contiguous=false splits=5"),
+            ("op=decode,b=2,ctx=3000,splits=5,data=index", "decode/b2-ctx3000-h32/8-d128-p16-kvbf16-s5-indexdata", "batch=2 q_heads=32 kv_heads=8 head_dim=128 page_size=16 q_len=1 lens=Uniform(3000) window=0 softcap=0 per_head_scales=false contiguous=false splits=5"),
             ("op=evict,policy=TOVA,budget=50 %", "evict/tova-50%/b32-ctx4096-h32/8-d128-p16-kvbf16", "op=evict policy=tova budget=50% batch=32 q_heads=32 kv_heads=8 head_dim=128 page_size=16 lens=Uniform(4096) observation=32 blocks=1024"),
             ],
         );

@@ -76,17 +76,26 @@ fn select_base(policy: Policy) -> i32 {
 }
 
 /// Device memory of a prepared case (pools with room for the compacted pages, score scratch).
+/// From the case's parameters alone, never by building the block manager's state (a prediction
+/// of a case far too large for any GPU must not allocate what it would).
 pub fn device_bytes(c: &EvictConfig) -> u64 {
-    let geometry = Geometry::new(c, 0);
-    let pools = 2 * geometry.pool_pages * c.page_bytes();
+    let (stride, kept_stride) = strides(c);
+    let pools = 2 * compaction_pool_pages(c) * c.page_bytes();
     let heads = c.cache.batch * c.cache.kv_heads;
     let rows = c.score_rows() * c.cache.group();
     let scratch = if c.needs_scores() {
-        heads * geometry.stride * (rows + 2) * 4 + heads * rows * (geometry.stride / 32 + 2) * 8
+        heads * stride * (rows + 2) * 4 + heads * rows * (stride / 32 + 2) * 8
     } else {
-        heads * geometry.stride * 8
+        heads * stride * 8
     };
-    (pools + scratch + heads * geometry.kept_stride * 4) as u64
+    (pools + scratch + heads * kept_stride * 4) as u64
+}
+
+/// Entries per (sequence, kv head) of the scores (the longest context) and of the kept lists
+/// (the largest budget).
+fn strides(c: &EvictConfig) -> (usize, usize) {
+    let longest = |v: Vec<usize>| v.into_iter().max().unwrap_or(1).max(1);
+    (longest(c.context_lens()), longest(c.budgets()))
 }
 
 /// Where tokens live before and after compaction, as the block manager plans it: the batch's
@@ -131,13 +140,13 @@ impl Geometry {
             block_tables: table_rows(tables, max_pages),
             context_lens: lens.iter().map(|&l| l as i32).collect(),
         };
-        let budgets = c.budgets();
+        let (stride, kept_stride) = strides(c);
         Geometry {
             pool_pages,
-            stride: lens.iter().copied().max().unwrap_or(1).max(1),
-            kept_stride: budgets.iter().copied().max().unwrap_or(1).max(1),
+            stride,
+            kept_stride,
+            budgets: c.budgets(),
             new_tables: vec![0; old.block_tables.len()],
-            budgets,
             old,
             manager,
             ids,

@@ -99,8 +99,10 @@ fn place_labels(at: &[(i32, i32)], widths: &[i32]) -> Vec<(i32, i32)> {
 const LABEL_H: i32 = 14;
 const CHAR_W: i32 = 7;
 
-fn svg_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("plot: {e:?}")
+/// A plotting error as users read it: the file and the cause (plotters' Debug text,
+/// `BackendError(DrawingError(Os {..}))`, named neither).
+pub fn svg_error<E: std::fmt::Display>(path: &Path, e: E) -> anyhow::Error {
+    anyhow::anyhow!("writing the plot {}: {e}", path.display())
 }
 
 /// The roofline of `precision` on `roof`: the memory slope up to the ridge, then the peak.
@@ -174,7 +176,7 @@ pub fn roofline_svg(
         .fold(f64::INFINITY, f64::min)
         .max(1e-3);
     let root = SVGBackend::new(path, (1100, 700)).into_drawing_area();
-    root.fill(&WHITE).map_err(svg_error)?;
+    root.fill(&WHITE).map_err(|e| svg_error(path, e))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
         .margin(15)
@@ -184,13 +186,13 @@ pub fn roofline_svg(
             (X_RANGE.0..X_RANGE.1).log_scale(),
             (min_y * 0.8..max_peak * 2.0).log_scale(),
         )
-        .map_err(svg_error)?;
+        .map_err(|e| svg_error(path, e))?;
     chart
         .configure_mesh()
         .x_desc("arithmetic intensity (FLOPs / byte, minimum bytes)")
         .y_desc("TFLOPS / TOPS")
         .draw()
-        .map_err(svg_error)?;
+        .map_err(|e| svg_error(path, e))?;
 
     // More roofs than two (a comparison): plateau labels would overprint, so each roof's
     // peaks go into its legend entry instead.
@@ -231,7 +233,7 @@ pub fn roofline_svg(
                 Line::Dashed => chart.draw_series(DashedLineSeries::new(poly, 8, 5, style)),
                 Line::Dotted => chart.draw_series(DashedLineSeries::new(poly, 2, 4, style)),
             }
-            .map_err(svg_error)?;
+            .map_err(|e| svg_error(path, e))?;
             if i == 0 {
                 // Three segments drawn the way the roof is: contiguous, dashed or dotted.
                 let segments: [(i32, i32); 3] = match line {
@@ -260,7 +262,7 @@ pub fn roofline_svg(
                     (x, peak * 1.25),
                     ("sans-serif", 12).into_font().color(&colour),
                 )))
-                .map_err(svg_error)?;
+                .map_err(|e| svg_error(path, e))?;
         }
     }
     let merged = merge_points(points);
@@ -279,15 +281,15 @@ pub fn roofline_svg(
                 + Circle::new((0, 0), 4, BLACK.filled())
                 + Text::new(p.label, (dx, dy), ("sans-serif", 12))
         }))
-        .map_err(svg_error)?;
+        .map_err(|e| svg_error(path, e))?;
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .position(SeriesLabelPosition::LowerRight)
         .draw()
-        .map_err(svg_error)?;
-    root.present().map_err(svg_error)?;
+        .map_err(|e| svg_error(path, e))?;
+    root.present().map_err(|e| svg_error(path, e))?;
     Ok(())
 }
 
@@ -295,7 +297,7 @@ pub fn roofline_svg(
 pub fn percent_bars_svg(path: &Path, title: &str, bars: &[(String, f64)]) -> Result<()> {
     let height = 120 + 18 * bars.len().max(1) as u32;
     let root = SVGBackend::new(path, (1100, height)).into_drawing_area();
-    root.fill(&WHITE).map_err(svg_error)?;
+    root.fill(&WHITE).map_err(|e| svg_error(path, e))?;
     let max_x = bars.iter().map(|b| b.1).fold(100.0, f64::max) * 1.05;
     let n = bars.len().max(1);
     let mut chart = ChartBuilder::on(&root)
@@ -304,7 +306,7 @@ pub fn percent_bars_svg(path: &Path, title: &str, bars: &[(String, f64)]) -> Res
         .x_label_area_size(40)
         .y_label_area_size(420)
         .build_cartesian_2d(0.0..max_x, (0..n).into_segmented())
-        .map_err(svg_error)?;
+        .map_err(|e| svg_error(path, e))?;
     let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
     chart
         .configure_mesh()
@@ -316,7 +318,7 @@ pub fn percent_bars_svg(path: &Path, title: &str, bars: &[(String, f64)]) -> Res
             _ => String::new(),
         })
         .draw()
-        .map_err(svg_error)?;
+        .map_err(|e| svg_error(path, e))?;
     chart
         .draw_series(bars.iter().enumerate().map(|(i, (_, pct))| {
             let colour = if *pct > 100.0 { PALETTE[1] } else { PALETTE[0] };
@@ -328,7 +330,7 @@ pub fn percent_bars_svg(path: &Path, title: &str, bars: &[(String, f64)]) -> Res
                 colour.mix(0.8).filled(),
             )
         }))
-        .map_err(svg_error)?;
+        .map_err(|e| svg_error(path, e))?;
     chart
         .draw_series(std::iter::once(PathElement::new(
             vec![
@@ -337,8 +339,8 @@ pub fn percent_bars_svg(path: &Path, title: &str, bars: &[(String, f64)]) -> Res
             ],
             BLACK.stroke_width(1),
         )))
-        .map_err(svg_error)?;
-    root.present().map_err(svg_error)?;
+        .map_err(|e| svg_error(path, e))?;
+    root.present().map_err(|e| svg_error(path, e))?;
     Ok(())
 }
 
@@ -434,22 +436,16 @@ pub fn plot_results(
     Ok(written)
 }
 
-/// Plots every GPU folder under `results_dir` (or only `gpu_slug`): reads the suites' CSV
-/// files, the run metadata (for the GPU's spec entry) and `ceilings.json`.
+/// Plots every GPU folder under `results_dir` (or only `gpu_slug`): each run folder
+/// (`<gpu>/runs/<id>/`) and results written straight into the GPU's folder (older runs, the
+/// baseline scripts' CSVs) are plotted where they lie, with the GPU's `ceilings.json`.
 pub fn plot_results_dir(
     results_dir: &Path,
     gpu_slug: Option<&str>,
     catalog: &crate::roofline::Catalog,
 ) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
-    let entries = std::fs::read_dir(results_dir)
-        .with_context(|| format!("cannot read {}", results_dir.display()))?;
-    let mut dirs: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    for dir in dirs {
+    for dir in subfolders(results_dir)? {
         let slug = dir
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
@@ -457,35 +453,71 @@ pub fn plot_results_dir(
         if gpu_slug.is_some_and(|s| s != slug) {
             continue;
         }
-        let mut rows = Vec::new();
-        let mut device = None;
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        files.sort();
-        for csv in files
-            .iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "csv"))
-        {
-            rows.extend(super::read_csv(csv)?);
-            let json = csv.with_extension("json");
-            if device.is_none() && json.is_file() {
-                let meta: serde_json::Value =
-                    serde_json::from_str(&std::fs::read_to_string(&json)?)?;
-                device = serde_json::from_value::<crate::gpu::DeviceInfo>(
-                    meta["metadata"]["gpu"].clone(),
-                )
-                .ok();
-            }
+        let runs = dir.join(super::RUNS);
+        let run_dirs = if runs.is_dir() {
+            subfolders(&runs)?
+        } else {
+            Vec::new()
+        };
+        for folder in std::iter::once(dir).chain(run_dirs) {
+            written.extend(plot_run(&folder, results_dir, &slug, catalog)?);
         }
-        let Some(device) = device else { continue };
-        let spec = catalog.match_device(&device);
-        let measured = crate::roofline::MeasuredCeilings::load(results_dir, &slug)?;
-        let roofs = crate::roofline::Roofs::new(&spec, measured.as_ref());
-        let measured_roof = measured.is_some().then_some(&roofs.primary);
-        written.extend(plot_results(&dir, &roofs.spec, measured_roof, &rows)?);
     }
     Ok(written)
+}
+
+/// The folders in `dir`, sorted.
+fn subfolders(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// Plots one folder of results (a run's, or a GPU folder's own) of the GPU `gpu_slug`, whose
+/// `ceilings.json` lies under `results_dir`. Nothing (and no error) for a folder whose results do
+/// not name their GPU: `accuracy/`, a user's notes.
+pub fn plot_run(
+    folder: &Path,
+    results_dir: &Path,
+    gpu_slug: &str,
+    catalog: &crate::roofline::Catalog,
+) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(folder)
+        .with_context(|| format!("cannot read {}", folder.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    let csvs: Vec<&PathBuf> = files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+        .collect();
+    let Some(device) = csvs
+        .iter()
+        .find_map(|csv| run_device(&csv.with_extension("json")))
+    else {
+        return Ok(Vec::new());
+    };
+    let mut rows = Vec::new();
+    for csv in csvs {
+        rows.extend(super::read_csv(csv)?);
+    }
+    let spec = catalog.match_device(&device);
+    let measured = crate::roofline::MeasuredCeilings::load(results_dir, gpu_slug)?;
+    let roofs = crate::roofline::Roofs::new(&spec, measured.as_ref());
+    let measured_roof = measured.is_some().then_some(&roofs.primary);
+    plot_results(folder, &roofs.spec, measured_roof, &rows)
+}
+
+/// The GPU a results JSON's run metadata names (None: not a results file of a GPU run).
+fn run_device(json: &Path) -> Option<crate::gpu::DeviceInfo> {
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).ok()?).ok()?;
+    serde_json::from_value(meta["metadata"]["gpu"].clone()).ok()
 }
 
 /// Distinct values in first-seen order.
@@ -586,6 +618,42 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn run_folders_are_plotted_and_other_folders_skipped() {
+        use crate::report::{ResultsWriter, RunFolder, RunMetadata};
+        let dir = tempfile::tempdir().unwrap();
+        let info = crate::gpu::h100_example();
+        let mut meta = RunMetadata::this_run();
+        meta.gpu = Some(info.clone());
+        let runs: Vec<RunFolder> = (0..2)
+            .map(|_| RunFolder::create(dir.path(), &info.slug()).unwrap())
+            .collect();
+        for run in &runs {
+            let mut w = ResultsWriter::create(&run.dir, "stream", meta.clone()).unwrap();
+            w.append(ResultRow {
+                suite: "stream".into(),
+                case: "copy/1GiB".into(),
+                pct_of_ceiling: Some(90.0),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        // The accuracy reports' folder (another CSV schema, no GPU) once failed `roofbench plot`.
+        let accuracy = dir.path().join("accuracy");
+        std::fs::create_dir(&accuracy).unwrap();
+        std::fs::write(accuracy.join("gemm.csv"), "shape,m\nx,1\n").unwrap();
+        std::fs::write(accuracy.join("gemm.json"), "{\"rows\": []}").unwrap();
+        let written = plot_results_dir(dir.path(), None, &Catalog::embedded()).unwrap();
+        assert_eq!(
+            written.len(),
+            4,
+            "two plots in each run folder: {written:?}"
+        );
+        for run in &runs {
+            assert!(run.dir.join("roofline.svg").is_file());
+        }
     }
 
     #[test]

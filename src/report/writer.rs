@@ -14,6 +14,9 @@ use super::row::ResultRow;
 /// Everything about a run that is the same for all its rows.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunMetadata {
+    /// The run's folder name under `<results>/<gpu>/runs/` (see [`RunFolder`]); empty outside
+    /// a run.
+    pub run_id: String,
     pub tool: String,
     pub commit: String,
     pub command: String,
@@ -41,6 +44,7 @@ impl RunMetadata {
         targets.sort();
         targets.dedup();
         RunMetadata {
+            run_id: String::new(),
             tool: format!("roofbench {}", env!("CARGO_PKG_VERSION")),
             commit: crate::gpu::embedded::GIT_COMMIT.to_string(),
             command: command_line(),
@@ -60,6 +64,47 @@ impl RunMetadata {
         }
     }
 }
+
+/// Where one `roofbench run` on one GPU writes: `<results>/<gpu-slug>/runs/<run_id>/`, a new
+/// folder per run, so no run overwrites an earlier one's rows (or a committed file). The GPU's
+/// `ceilings.json` stays in `<results>/<gpu-slug>/`, shared by its runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunFolder {
+    /// The UTC start time, `20261203T101500Z` (with `-2`, `-3`.. when two runs start in one
+    /// second): sorting the names sorts the runs.
+    pub id: String,
+    pub dir: PathBuf,
+}
+
+impl RunFolder {
+    /// Creates a fresh run folder for a GPU under `results_dir`.
+    pub fn create(results_dir: &Path, gpu_slug: &str) -> Result<RunFolder> {
+        let runs = results_dir.join(gpu_slug).join(RUNS);
+        std::fs::create_dir_all(&runs)
+            .with_context(|| format!("cannot create {}", runs.display()))?;
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+        for n in 1.. {
+            let id = if n == 1 {
+                stamp.clone()
+            } else {
+                format!("{stamp}-{n}")
+            };
+            let dir = runs.join(&id);
+            // `create_dir` fails on an existing folder: two runs never share one.
+            match std::fs::create_dir(&dir) {
+                Ok(()) => return Ok(RunFolder { id, dir }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot create {}", dir.display()))
+                }
+            }
+        }
+        unreachable!("an unbounded range")
+    }
+}
+
+/// The folder of a GPU's runs, inside its results folder.
+pub const RUNS: &str = "runs";
 
 /// RFC 3339 UTC timestamp.
 pub fn now() -> String {
@@ -97,8 +142,10 @@ impl ResultsWriter {
     }
 
     pub fn append(&mut self, row: ResultRow) -> Result<()> {
-        self.csv.serialize(&row)?;
-        self.csv.flush()?;
+        self.csv
+            .serialize(&row)
+            .and_then(|()| Ok(self.csv.flush()?))
+            .with_context(|| format!("writing a result row to {}", self.csv_path.display()))?;
         self.rows.push(row);
         let json = serde_json::to_string_pretty(&JsonResults {
             metadata: &self.metadata,
@@ -148,11 +195,10 @@ pub fn read_csv(path: &Path) -> Result<Vec<ResultRow>> {
 pub fn write_rows_csv<T: serde::Serialize>(rows: &[T], path: &Path) -> Result<()> {
     let mut w =
         csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
-    for r in rows {
-        w.serialize(r)?;
-    }
-    w.flush()?;
-    Ok(())
+    rows.iter()
+        .try_for_each(|r| w.serialize(r))
+        .and_then(|()| Ok(w.flush()?))
+        .with_context(|| format!("writing {} rows to {}", rows.len(), path.display()))
 }
 
 /// The command line that produced a file, for its metadata (lossy where an argument is not
@@ -253,6 +299,16 @@ mod tests {
             assert_eq!(got, want);
         }
         assert_eq!(read_csv(&path).unwrap(), rows, "and they read back");
+    }
+
+    #[test]
+    fn every_run_gets_its_own_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RunFolder::create(dir.path(), "h100").unwrap();
+        let second = RunFolder::create(dir.path(), "h100").unwrap();
+        assert_ne!(first.dir, second.dir, "a second run in the same second");
+        assert!(second.id.starts_with(&first.id) && first.dir.is_dir() && second.dir.is_dir());
+        assert_eq!(first.dir, dir.path().join("h100/runs").join(&first.id));
     }
 
     #[test]

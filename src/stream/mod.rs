@@ -93,6 +93,9 @@ impl StreamOp {
 
 /// Bytes per element (u32 / f32).
 const ELEMENT_BYTES: u64 = 4;
+/// The largest array a case may ask for: 1 TiB is past every GPU's memory (so a prediction still
+/// says "does not fit"), and three of them keep every derived byte count far from overflowing.
+pub const MAX_ARRAY_BYTES: u64 = 1 << 40;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamCase {
@@ -104,6 +107,13 @@ impl StreamCase {
     pub fn new(op: StreamOp, bytes_per_array: u64) -> Result<StreamCase> {
         if bytes_per_array == 0 || bytes_per_array % ELEMENT_BYTES != 0 {
             bail!("stream arrays hold 4-byte elements: {bytes_per_array} bytes is not a positive multiple of 4");
+        }
+        if bytes_per_array > MAX_ARRAY_BYTES {
+            bail!(
+                "{} per array: at most {} (past any GPU's memory)",
+                format_bytes(bytes_per_array),
+                format_bytes(MAX_ARRAY_BYTES)
+            );
         }
         Ok(StreamCase {
             op,
@@ -337,6 +347,9 @@ mod tests {
         assert!(err("op=copy,size=1GiB,size=2GiB").contains("given twice"));
         assert!(err("op=scale,size=1GiB").contains("one of read, write, copy, triad"));
         assert!(err("copy:big").contains("not a size"));
+        // 2^63 bytes once wrapped to a 0-byte workload predicted at 0 µs.
+        assert!(err("copy:9223372036854775808").contains("at most 1024GiB"));
+        assert!(err("copy:99999999999999999999").contains("2^64"));
     }
 
     #[test]

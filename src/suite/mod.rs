@@ -24,6 +24,30 @@ pub use accuracy::AccuracyReport;
 pub use bench::bench_cases;
 pub use runner::{run, verify, RunOptions};
 
+/// A mistake in what the user asked for (an unknown suite or report, a bad case or option value),
+/// as opposed to a check that failed or a file that could not be written: the binary exits with
+/// [`EXIT_USAGE`] for these, the code clap uses for its own usage errors, so a script can tell a
+/// typo from a failed run.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct UsageError(pub anyhow::Error);
+
+/// Marks an error as the user's input being wrong (see [`UsageError`]).
+pub fn usage(error: impl Into<anyhow::Error>) -> anyhow::Error {
+    UsageError(error.into()).into()
+}
+
+/// Whether anything in `error`'s chain is a [`UsageError`].
+pub fn is_usage(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| e.is::<UsageError>())
+}
+
+/// The binary's exit codes (README "Exit codes", `roofbench --help`).
+pub const EXIT_CHECK_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+/// No usable GPU (no driver, no device, or no kernels in the binary) where one is required.
+pub const EXIT_NO_GPU: u8 = 3;
+
 /// A suite and the cases to run from it.
 pub type Plan<'a> = (&'a dyn Suite, Vec<Box<dyn Case>>);
 

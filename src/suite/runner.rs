@@ -9,14 +9,19 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::{Case, Check, Plan, Prepared, VariantInfo};
 use crate::gpu::Gpu;
 use crate::measure::{Harness, MeasureConfig, Mode, Timing};
-use crate::report::{now, ResultRow, ResultsWriter, RunMetadata, Status, VerifyOutcome, VerifyRow};
+use crate::report::{
+    now, ResultRow, ResultsWriter, RunFolder, RunMetadata, Status, VerifyOutcome, VerifyRow,
+};
 use crate::roofline::{beats_measured_ceiling, Catalog, MeasuredCeilings, Roofs};
 
 pub struct RunOptions {
     /// Modes forced by the user; `None`: each case's defaults.
     pub modes: Option<Vec<Mode>>,
-    /// Results go to `<out_dir>/<gpu-slug>/<suite>.csv|json`.
+    /// The results folder: the GPU's measured ceilings are read from
+    /// `<out_dir>/<gpu-slug>/ceilings.json`.
     pub out_dir: PathBuf,
+    /// This run's folder (`<out_dir>/<gpu-slug>/runs/<id>/`): `<suite>.csv|json` go there.
+    pub run: RunFolder,
     pub measure: MeasureConfig,
     /// GPU specs (embedded table plus the user's file) for the spec roof.
     pub catalog: Catalog,
@@ -138,8 +143,9 @@ pub fn run(gpu: &Gpu, plans: &[Plan<'_>], opts: &RunOptions) -> Result<Vec<Resul
     metadata.clocks_at_start = gpu.telemetry().and_then(|t| t.snapshot());
     metadata.power_limit_w = gpu.telemetry().and_then(|t| t.power_limit_w());
     metadata.measure = Some(opts.measure.clone());
+    metadata.run_id = opts.run.id.clone();
     let slug = gpu.info().slug();
-    let dir = opts.out_dir.join(&slug);
+    let dir = &opts.run.dir;
     let spec = opts.catalog.match_device(gpu.info());
     let measured = MeasuredCeilings::load(&opts.out_dir, &slug)?;
     let roofs = Roofs::new(&spec, measured.as_ref());
@@ -164,7 +170,7 @@ pub fn run(gpu: &Gpu, plans: &[Plan<'_>], opts: &RunOptions) -> Result<Vec<Resul
     let mut all = Vec::new();
 
     for (suite, cases) in plans {
-        let mut writer = ResultsWriter::create(&dir, suite.name(), metadata.clone())?;
+        let mut writer = ResultsWriter::create(dir, suite.name(), metadata.clone())?;
         for case in cases {
             bar.set_message(format!("{}/{}", suite.name(), case.name()));
             let base = base_row(gpu, suite.name(), case.as_ref(), None);

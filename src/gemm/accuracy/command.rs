@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{value_parser, Arg, ArgAction, ArgMatches};
 
-use super::{render_table, report, sqnr_svg, write_csv, GemmShape, ReportOptions};
+use super::{render_table, report, sqnr_svg, write_csv, GemmShape, ReportOptions, MAX_TOKENS};
 use crate::report::write_accuracy_json;
 use crate::suite::accuracy::{strings, AccuracyReport, CommonOptions};
+use crate::suite::usage;
 
 pub struct GemmAccuracy;
 
@@ -33,7 +34,7 @@ impl AccuracyReport for GemmAccuracy {
             Arg::new("tokens")
                 .long("tokens")
                 .value_name("M")
-                .value_parser(value_parser!(usize))
+                .value_parser(value_parser!(u64).range(1..=MAX_TOKENS))
                 .default_value("128")
                 .help("gemm: tokens (M) of the shapes given with --shape"),
         ]
@@ -41,13 +42,18 @@ impl AccuracyReport for GemmAccuracy {
 
     fn run(&self, o: &ArgMatches, common: CommonOptions, dir: &Path) -> Result<Vec<PathBuf>> {
         let tokens = *o
-            .get_one::<usize>("tokens")
-            .context("--tokens has a default")?;
+            .get_one::<u64>("tokens")
+            .context("--tokens has a default")? as usize;
+        let shapes: Vec<GemmShape> = strings(o, "shape")
+            .iter()
+            .map(|s| GemmShape::parse(s, tokens))
+            .collect::<Result<_>>()
+            .map_err(usage)?;
+        for shape in &shapes {
+            shape.check_cpu_size().map_err(usage)?;
+        }
         let options = ReportOptions {
-            shapes: strings(o, "shape")
-                .iter()
-                .map(|s| GemmShape::parse(s, tokens))
-                .collect::<Result<_>>()?,
+            shapes,
             quick: common.quick,
             ..Default::default()
         };

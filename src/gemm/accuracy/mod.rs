@@ -70,6 +70,11 @@ pub const QUICK_SHAPES: [&str; 3] = ["llama3-8b-qkv", "llama3-8b-down", "deepsee
 /// Tokens (M) of the named shapes: a prefill chunk (quick: a decode batch).
 pub const DEFAULT_TOKENS: usize = 128;
 pub const QUICK_TOKENS: usize = 32;
+/// Most tokens (M) of a named shape (`--tokens`): a long prefill chunk.
+pub const MAX_TOKENS: u64 = 65_536;
+/// Most elements of X (`M x K`) the CPU report holds: 2^24, 16 Mi, so every data kind's X in f32
+/// and f64 stays near 1 GiB together (Llama-3-70B's down projection takes 585 tokens).
+pub const MAX_CPU_ELEMENTS: usize = 1 << 24;
 /// Output channels evaluated per shape (see the module header).
 pub const DEFAULT_MAX_N: usize = 512;
 pub const QUICK_MAX_N: usize = 256;
@@ -99,6 +104,27 @@ impl GemmShape {
             n,
             k,
         })
+    }
+
+    /// Whether the CPU report can hold this shape: X (`M x K`, f32 and f64, per data kind) is
+    /// the largest operand, as only the first output channels of W are evaluated. Checked from
+    /// the sizes, before anything is allocated.
+    pub fn check_cpu_size(&self) -> Result<()> {
+        let x = self
+            .m
+            .checked_mul(self.k)
+            .filter(|&e| e <= MAX_CPU_ELEMENTS);
+        if self.m == 0 || x.is_none() {
+            bail!(
+                "shape {} ({}x{}x{}): the CPU report holds 1..={MAX_CPU_ELEMENTS} elements of \
+                 X (M x K); use fewer tokens (--tokens) or a smaller K",
+                self.name,
+                self.m,
+                self.n,
+                self.k
+            );
+        }
+        Ok(())
     }
 
     /// A model shape's name (with `m` tokens) or `MxNxK`.
@@ -336,6 +362,11 @@ pub fn report(o: &ReportOptions) -> Result<Vec<AccuracyRow>> {
     } else {
         o.shapes.clone()
     };
+    // Every shape before the first is evaluated: a shape too large is an error in a second, not
+    // after minutes of the others (or an aborted allocation).
+    for shape in &shapes {
+        shape.check_cpu_size()?;
+    }
     let mut rows = Vec::new();
     for shape in &shapes {
         rows.extend(evaluate_shape(shape, o)?);

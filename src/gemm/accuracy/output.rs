@@ -8,7 +8,7 @@ use plotters::prelude::*;
 
 use super::{AccuracyRow, BASELINE_FORMAT};
 use crate::gemm::quant::QuantFormat;
-use crate::report::plot::distinct;
+use crate::report::plot::{distinct, svg_error};
 use crate::report::table;
 
 fn db(v: f64) -> String {
@@ -180,6 +180,6 @@ pub fn sqnr_svg(rows: &[AccuracyRow], path: &Path) -> Result<()> {
             .position(SeriesLabelPosition::UpperRight)
             .draw()?;
     }
-    root.present()?;
+    root.present().map_err(|e| svg_error(path, e))?;
     Ok(())
 }

@@ -1,23 +1,37 @@
 //! `roofbench accuracy kv_evict`: the report's options and files.
 
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{value_parser, Arg, ArgAction, ArgMatches};
 
-use super::{error_vs_budget_svg, render_table, report, write_csv, Overrides, ReportOptions};
+use super::{
+    error_vs_budget_svg, render_table, report, write_csv, Overrides, ReportOptions,
+    MAX_SYNTHETIC_LEN,
+};
+use crate::attention::config::MAX_CONTEXT;
+use crate::kv_evict::config::MAX_OBSERVATION;
 use crate::kv_evict::policy::{Budget, Policy};
 use crate::report::write_accuracy_json;
 use crate::suite::accuracy::{optional, parsed, AccuracyReport, CommonOptions};
+use crate::suite::usage;
 
 pub struct KvEvictAccuracy;
 
-fn count(id: &'static str, help: &'static str) -> Arg {
+/// A whole-number option, bounded when parsing (clap's usage error, exit code 2); the
+/// report reads it back as a `usize`.
+fn count(id: &'static str, range: RangeInclusive<u64>, help: &'static str) -> Arg {
     Arg::new(id)
         .long(id)
         .value_name("N")
-        .value_parser(value_parser!(usize))
+        .value_parser(value_parser!(u64).range(range))
         .help(help)
+}
+
+/// A [`count`]'s value, when given.
+fn count_value(o: &ArgMatches, id: &str) -> Option<usize> {
+    optional::<u64>(o, id).map(|v| v as usize)
 }
 
 impl AccuracyReport for KvEvictAccuracy {
@@ -61,19 +75,35 @@ impl AccuracyReport for KvEvictAccuracy {
                 ),
             count(
                 "sinks",
+                0..=MAX_CONTEXT as u64,
                 "kv_evict: always-kept first tokens (overrides each policy's default)",
             ),
             count(
                 "recent",
+                0..=MAX_CONTEXT as u64,
                 "kv_evict: always-kept newest tokens (overrides each policy's default)",
             ),
-            count("pool", "kv_evict: SnapKV's max-pool width (odd)"),
-            count("window", "kv_evict: SnapKV's observation window (queries)"),
+            // Odd: checked with the case's rule (`pool=`) when the report starts.
+            count(
+                "pool",
+                1..=MAX_CONTEXT as u64,
+                "kv_evict: SnapKV's max-pool width (odd)",
+            ),
+            count(
+                "window",
+                1..=MAX_OBSERVATION as u64,
+                "kv_evict: SnapKV's observation window (queries, as a case's obs=)",
+            ),
             count(
                 "h2o-history",
+                1..=MAX_CONTEXT as u64,
                 "kv_evict: queries whose attention H2O accumulates",
             ),
-            count("len", "kv_evict: synthetic data of this many tokens"),
+            count(
+                "len",
+                2..=MAX_SYNTHETIC_LEN as u64,
+                "kv_evict: synthetic data of this many tokens",
+            ),
         ]
     }
 
@@ -84,23 +114,24 @@ impl AccuracyReport for KvEvictAccuracy {
                 .map(|v| v.cloned().collect())
                 .unwrap_or_default(),
             overrides: Overrides {
-                sinks: optional(o, "sinks"),
-                recent: optional(o, "recent"),
-                pool_kernel: optional(o, "pool"),
-                window: optional(o, "window"),
+                sinks: count_value(o, "sinks"),
+                recent: count_value(o, "recent"),
+                pool_kernel: count_value(o, "pool"),
+                window: count_value(o, "window"),
                 seed: None,
-                h2o_history: optional(o, "h2o-history"),
+                h2o_history: count_value(o, "h2o-history"),
             },
             quick: common.quick,
-            synthetic_len: optional(o, "len"),
+            synthetic_len: count_value(o, "len"),
             ..Default::default()
         };
-        if let Some(policies) = parsed(o, "policy", Policy::parse)? {
+        if let Some(policies) = parsed(o, "policy", Policy::parse).map_err(usage)? {
             options.policies = policies;
         }
-        if let Some(budgets) = parsed(o, "budget", Budget::parse)? {
+        if let Some(budgets) = parsed(o, "budget", Budget::parse).map_err(usage)? {
             options.budgets = budgets;
         }
+        options.overrides.validate().map_err(usage)?;
         let rows = report(&options)?;
         println!(
             "KV-cache eviction policies vs the full cache:\n{}",

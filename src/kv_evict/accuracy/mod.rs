@@ -28,7 +28,7 @@ pub mod synthetic;
 
 use std::ops::Range;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -38,6 +38,7 @@ pub use load::load_capture;
 pub use output::{error_vs_budget_svg, render_table};
 pub use synthetic::{synthetic, Synthetic};
 
+use super::config::{check_observation, check_pool};
 use super::policy::{attention_mass, plan_kept, sum_in_row_order, Budget, Policy, PolicyParams};
 
 /// One sequence's attention inputs: queries of every position and its cache.
@@ -104,6 +105,16 @@ impl KvCapture {
         {
             bail!("capture: needle {n:?} lies outside the cache");
         }
+        // A NaN or an infinity poisons every softmax it enters: the report would be a table of
+        // NaN that looks like a result.
+        for (name, values) in [("q", &self.q), ("k", &self.k), ("v", &self.v)] {
+            if let Some(i) = values.iter().position(|x| !x.is_finite()) {
+                bail!(
+                    "capture: tensor `{name}` holds {} at flat index {i}: every value must be finite",
+                    values[i]
+                );
+            }
+        }
         Ok(())
     }
 
@@ -165,6 +176,20 @@ pub struct Overrides {
 }
 
 impl Overrides {
+    /// The rules a case's `pool=` and `obs=` follow ([`check_pool`], [`check_observation`]).
+    pub fn validate(&self) -> Result<()> {
+        if let Some(width) = self.pool_kernel {
+            check_pool(width).context("--pool")?;
+        }
+        if let Some(window) = self.window {
+            check_observation(window).context("--window")?;
+        }
+        if self.h2o_history == Some(0) {
+            bail!("--h2o-history 0: H2O needs at least one query to score by");
+        }
+        Ok(())
+    }
+
     /// `policy`'s parameters for a budget of `budget_tokens`, with the overrides applied.
     pub fn params(&self, policy: Policy, budget_tokens: usize) -> PolicyParams {
         let defaults = PolicyParams::defaults(policy, budget_tokens);
@@ -461,11 +486,19 @@ impl Default for ReportOptions {
     }
 }
 
+/// The longest synthetic capture: its one query per position alone takes 32 heads x 128 x 4 B per
+/// token (512 MiB at this length), the most a report on a laptop should hold.
+pub const MAX_SYNTHETIC_LEN: usize = 32_768;
+
 /// The captures' rows (labelled by file name), or, with none, every synthetic kind at a
 /// Llama-3-8B-like shape (32 q heads over 8 kv heads, dim 128) and 4096 tokens (`quick`: 1024).
 pub fn report(o: &ReportOptions) -> Result<Vec<AccuracyRow>> {
+    o.overrides.validate()?;
     if o.captures.is_empty() {
         let len = o.synthetic_len.unwrap_or(if o.quick { 1024 } else { 4096 });
+        if !(2..=MAX_SYNTHETIC_LEN).contains(&len) {
+            bail!("synthetic data of {len} tokens: it must be 2..={MAX_SYNTHETIC_LEN}");
+        }
         return synthetic_report(32, 8, 128, len, o);
     }
     let mut rows = Vec::new();

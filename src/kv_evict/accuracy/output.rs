@@ -8,7 +8,7 @@ use plotters::prelude::*;
 
 use super::AccuracyRow;
 use crate::kv_evict::policy::Policy;
-use crate::report::plot::distinct;
+use crate::report::plot::{distinct, svg_error};
 use crate::report::table;
 
 /// One line per row, in order.
@@ -123,6 +123,6 @@ pub fn error_vs_budget_svg(rows: &[AccuracyRow], path: &Path) -> Result<()> {
             .position(SeriesLabelPosition::UpperRight)
             .draw()?;
     }
-    root.present()?;
+    root.present().map_err(|e| svg_error(path, e))?;
     Ok(())
 }
