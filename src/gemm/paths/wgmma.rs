@@ -327,15 +327,19 @@ impl GemmLaunch for WgmmaLaunch {
         )
     }
 
-    /// The FP8 kernels without promotion keep the whole K sum in the wgmma accumulator.
     fn accumulation(&self) -> super::Accumulation {
-        let name = self.kernel.name();
-        let fp8 = name.contains("_e4m3") || name.contains("_e5m2");
-        if fp8 && !name.ends_with("_promoted") && !name.ends_with("_block128") {
-            super::Accumulation::HOPPER_FP8
-        } else {
-            super::Accumulation::F32
-        }
+        kernel_accumulation(self.kernel.name())
+    }
+}
+
+/// How the kernel `name` of this file accumulates: the FP8 kernels without promotion keep the
+/// whole K sum in the wgmma accumulator; the others sum in f32 (or exactly, in int32).
+pub fn kernel_accumulation(name: &str) -> super::Accumulation {
+    let fp8 = name.contains("_e4m3") || name.contains("_e5m2");
+    if fp8 && !name.ends_with("_promoted") && !name.ends_with("_block128") {
+        super::Accumulation::HOPPER_FP8
+    } else {
+        super::Accumulation::F32
     }
 }
 
