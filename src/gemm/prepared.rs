@@ -170,7 +170,7 @@ impl PreparedGemm {
     pub fn prepare(gpu: &Gpu, c: &GemmConfig) -> Result<Variants<PreparedGemm>> {
         let (m, n, k) = (c.shape.m, c.shape.n, c.shape.k);
         let mut rng = rand::rng();
-        let x = c.data.activations(m, k, rng.random());
+        let x = c.data.activations(m, k, rng.random(), &c.outliers);
         let w = weights(n, k, rng.random());
         let bias: Vec<f32> = if c.bias {
             super::accuracy::gaussian(1, n, rng.random())

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{value_parser, Arg, ArgAction, ArgMatches};
 
-use super::{render_table, report, sqnr_svg, write_csv, GemmShape, ReportOptions};
+use super::{render_table, report, sqnr_svg, write_csv, GemmShape, OutlierPattern, ReportOptions};
 use crate::report::write_accuracy_json;
 use crate::suite::accuracy::{strings, AccuracyReport, CommonOptions};
 
@@ -36,6 +36,16 @@ impl AccuracyReport for GemmAccuracy {
                 .value_parser(value_parser!(usize))
                 .default_value("128")
                 .help("gemm: tokens (M) of the shapes given with --shape"),
+            Arg::new("outliers")
+                .long("outliers")
+                .value_name("N")
+                .value_parser(value_parser!(usize))
+                .help("gemm: outlier channels of the outliers data (default: 1% of K)"),
+            Arg::new("outlier-scale")
+                .long("outlier-scale")
+                .value_name("X")
+                .value_parser(value_parser!(f64))
+                .help("gemm: every outlier channel's factor (default: uniform in 50..100 each)"),
         ]
     }
 
@@ -48,6 +58,10 @@ impl AccuracyReport for GemmAccuracy {
                 .iter()
                 .map(|s| GemmShape::parse(s, tokens))
                 .collect::<Result<_>>()?,
+            outliers: OutlierPattern::new(
+                o.get_one::<usize>("outliers").copied(),
+                o.get_one::<f64>("outlier-scale").copied(),
+            )?,
             quick: common.quick,
             ..Default::default()
         };
