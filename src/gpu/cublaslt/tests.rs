@@ -598,7 +598,7 @@ fn scaled_fp8_and_bias_gemms_match_the_host() {
     assert!(ran > 0, "no case ran");
     // Arguments cuBLASLt never sees.
     let (m, n, k) = (144, 40, 160);
-    assert!(matches!(
+    let int8 = |bias, accumulation| {
         lt.plan_scaled(
             &gpu,
             LtPrecision::Int8,
@@ -607,24 +607,17 @@ fn scaled_fp8_and_bias_gemms_match_the_host() {
             64,
             LtScaling::None,
             None,
-            true,
-            LtAccumulation::Default
-        ),
+            bias,
+            accumulation,
+        )
+    };
+    assert!(matches!(
+        int8(true, LtAccumulation::Default),
         Err(GpuError::LtUnsupported { .. })
     ));
     // Fast accumulation is an FP8 flag.
     assert!(matches!(
-        lt.plan_scaled(
-            &gpu,
-            LtPrecision::Int8,
-            64,
-            64,
-            64,
-            LtScaling::None,
-            None,
-            false,
-            LtAccumulation::Fast
-        ),
+        int8(false, LtAccumulation::Fast),
         Err(GpuError::LtUnsupported { reason, .. }) if reason.contains("Fast")
     ));
     if arch >= (8, 9) {
