@@ -15,6 +15,12 @@
 //!   compile error, with or without nvcc. With nvcc, the list must equal the kernels the build
 //!   embeds: a difference is a warning (an error under `ROOFBENCH_REQUIRE_KERNELS=1`), and
 //!   `ROOFBENCH_UPDATE_KERNEL_LIST=1 cargo build` rewrites the list from the build.
+//! - A ptxas report that says wgmma instructions were serialized fails the build, with or
+//!   without `ROOFBENCH_REQUIRE_KERNELS` (ptxas prints it as info, which `-Werror` misses; see
+//!   `build/ptxas_check.rs`): such a kernel would silently run several times slower.
+
+#[path = "build/ptxas_check.rs"]
+mod ptxas_check;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -50,6 +56,10 @@ fn main() {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rerun-if-changed={}", kernels_dir.display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest_dir.join("build").display()
+    );
     let list_path = manifest_dir.join(KERNEL_LIST);
     println!("cargo:rerun-if-changed={}", list_path.display());
     emit_git_commit(&manifest_dir);
@@ -460,6 +470,16 @@ fn compile_module(
             })?;
     }
     let report = std::fs::read_to_string(&report_path).unwrap_or_default();
+    // Checked on every build, cached report or not, so the failure cannot be skipped by a cache.
+    let serialized = ptxas_check::serialized_wgmma(&report);
+    if !serialized.is_empty() {
+        return Err(Failure::Compile(format!(
+            "{}: ptxas serialized wgmma instructions (each waits for the previous one: a \
+             several-fold slowdown); change the kernel until these lines are gone:\n{}",
+            source.display(),
+            serialized.join("\n")
+        )));
+    }
     Ok(Module {
         name,
         source: format!("kernels/{}", relative.to_string_lossy()),

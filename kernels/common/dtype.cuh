@@ -1,6 +1,7 @@
-// Element formats of the attention kernels: 16-bit floats (queries, outputs, bf16/fp16 caches)
-// packed two per 32-bit word as the mma fragments hold them, and fp8 caches (e4m3, e5m2) with
-// their exact widening to 16 bits and saturating narrowing from f32.
+// Element formats of the attention and GEMM kernels: 16-bit floats (queries, outputs, bf16/fp16
+// caches) packed two per 32-bit word as the mma fragments hold them, fp8 caches (e4m3, e5m2)
+// with their exact widening to 16 bits and saturating narrowing from f32, and the exact
+// conversion of small int32 partial sums to f32.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -87,6 +88,35 @@ template <> struct KvFormat<E5m2> {
   static constexpr bool kFp8 = true;
   static constexpr int kBytes = 1;
 };
+
+// An int32 of magnitude at most 2^22, converted to f32 exactly with an integer add and a float
+// subtract instead of I2F, which Hopper runs at a quarter of the FP32 rate (16 per clock and SM
+// against 64 integer adds and 128 float adds). Why it is exact: kMagicBits is the float
+// 1.5 * 2^23 = 12582912; adding p to its bits keeps the exponent of 2^23 for every |p| <= 2^22
+// (the bits stay within [0x4B000000, 0x4B800000], the floats 2^23 .. 2^24, one ulp apart), so
+// the bits are the float 12582912 + p exactly; subtracting 12582912 is exact by Sterbenz's
+// lemma (both operands within a factor 2 of each other). Callers must guarantee the bound:
+// the block-128 INT8 GEMMs convert one 128-wide K block's partial sum, |p| <= 128 * 128^2 =
+// 2^21. scripts/sim/wgmma_sim.py checks every p in [-2^22, 2^22].
+constexpr int32_t kMagicBits = 0x4B400000;
+constexpr float kMagicFloat = 12582912.0f;
+constexpr int32_t kMagicExactBound = 1 << 22;
+__device__ __forceinline__ float small_s32_to_f32(int32_t p) {
+  return __int_as_float(kMagicBits + p) - kMagicFloat;
+}
+
+// One 128-wide K block's partial sum (a GEMM accumulator: int32 for INT8, f32 otherwise) as f32.
+// An INT8 block holds 128 products of codes in [-127, 127] (|p| <= 128 * 127^2 < 2^21), within
+// small_s32_to_f32's exact range; a 64-accumulator thread would otherwise spend more issue slots
+// on I2F per block than on its MMAs.
+template <typename Acc> __device__ __forceinline__ float block_partial_to_float(Acc v) {
+  if constexpr (std::is_same_v<Acc, int32_t>) {
+    static_assert(128 * 128 * 128 <= kMagicExactBound, "an int8 k-block's partial sum");
+    return small_s32_to_f32(v);
+  } else {
+    return static_cast<float>(v);
+  }
+}
 
 // 2^e as a pair of 16-bit floats of type T (e within T's normal range).
 template <typename T> __host__ __device__ constexpr uint32_t pow2_pair(int e) {

@@ -27,7 +27,8 @@
 // - Block-128 scaling (8-bit only): every 128 K elements (2 stages) the block's partial sums are
 //   promoted: total += partial * scale_x[m][kb] * scale_w[n / 128][kb]. A 128-wide N tile starts
 //   at a multiple of 128, so it meets exactly one W scale block. int8 partials are exact in s32
-//   and in f32 (|partial| <= 128 * 127^2 < 2^24).
+//   and in f32 (|partial| <= 128 * 127^2 < 2^21), and within rb::small_s32_to_f32's exact range
+//   (|p| <= 2^22: an integer add and a float subtract instead of a quarter-rate I2F).
 // - Epilogue: scales and bias in f32 registers, one rounding to bf16, staged through shared memory
 //   (row stride 272 bytes: the fragment writes of a warp hit 32 distinct banks), then coalesced
 //   16-byte stores where N % 8 == 0 and Y is 16-byte aligned, else element stores; every store is
@@ -308,7 +309,7 @@ __device__ __forceinline__ void gemm(const void* x_ptr, const void* w_ptr, __nv_
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
               const float s = block_sx[mi][j >> 1] * block_sw;
-              total[mi][ni][j] = fmaf(float(acc[mi][ni][j]), s, total[mi][ni][j]);
+              total[mi][ni][j] = fmaf(block_partial_to_float(acc[mi][ni][j]), s, total[mi][ni][j]);
               acc[mi][ni][j] = Acc(0);
             }
       }

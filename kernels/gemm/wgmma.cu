@@ -62,6 +62,7 @@
 #include <cuda.h>
 #include <cuda_bf16.h>
 
+#include "common/dtype.cuh"
 #include "common/tma.cuh"
 #include "common/wgmma.cuh"
 
@@ -157,6 +158,7 @@ __device__ __forceinline__ void advance(int& stage, uint32_t& phase, int stages)
 template <typename Acc> __device__ __forceinline__ float to_float(Acc v) {
   return static_cast<float>(v);
 }
+
 
 // Consumer part of the epilogue: this thread's fragment of rows [row0, row0 + 64) of the tile
 // (values v[i] at fragment position i: row lane/4 + 8*((i/2)%2) + 16*warp, column
@@ -389,7 +391,7 @@ __device__ __forceinline__ void gemm_wgmma(const CUtensorMap* tmap_x, const CUte
         for (int i = 0; i < C::kRegs; ++i) {
           // Fragment element i lies in row half (i / 2) % 2.
           if constexpr (P == Promote::Block) {
-            sum[i] += to_float(acc[i]) * block_scale[(i / 2) % 2];
+            sum[i] += rb::block_partial_to_float(acc[i]) * block_scale[(i / 2) % 2];
           } else {
             sum[i] += to_float(acc[i]);
           }

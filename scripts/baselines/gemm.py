@@ -4,7 +4,10 @@
 Where PyTorch with CUDA is installed, times the same cases as `roofbench run gemm` through the
 calls `../shared/anchors.md` was measured with:
   - bf16: torch.matmul (cuBLAS/cuBLASLt),
-  - e4m3 per-tensor and per-token x per-channel: torch._scaled_mm (cuBLASLt FP8),
+  - e4m3 per-tensor and per-token x per-channel: torch._scaled_mm (cuBLASLt FP8), twice: kernel
+    `torch` with use_fast_accum=False (partial sums promoted to f32, like roofbench's
+    `wgmma-promoted` and cuBLASLt's default) and `torch fast-accum` with use_fast_accum=True (the
+    sum kept in the FP8 tensor-core accumulator, like `wgmma` and `cublasLt fp8-e4m3 fast-accum`),
   - int8: torch._int_mm (cuBLASLt IMMA, int32 out; scales not applied),
 with CUDA events, the L2 flushed before every sample, the median of adaptive samples. Bytes and
 FLOPs come from roofbench itself (`roofbench cases gemm`), so the TFLOPS columns are comparable.
@@ -28,7 +31,12 @@ except ImportError:  # the script still documents itself and exits cleanly
     torch = None
 
 
-def runner(case):
+def fp8_case(case):
+    """Whether torch runs the case as an FP8 _scaled_mm (then with and without fast accumulation)."""
+    return case["inputs"] == "e4m3" and case["scheme"] in ("per-tensor", "per-token-channel")
+
+
+def runner(case, fast_accum=False):
     """A closure that runs the case's GEMM once, or (None, why)."""
     m, n, k = case["m"], case["n"], case["k"]
     inputs, scheme = case["inputs"], case["scheme"]
@@ -41,7 +49,7 @@ def runner(case):
         x = torch.randn(m, k, dtype=torch.bfloat16, device=dev)
         w = torch.randn(n, k, dtype=torch.bfloat16, device=dev)
         return (lambda: torch.matmul(x, w.t())), ""
-    if inputs == "e4m3" and scheme in ("per-tensor", "per-token-channel"):
+    if fp8_case(case):
         x = torch.randn(m, k, device=dev).to(torch.float8_e4m3fn)
         w = torch.randn(n, k, device=dev).to(torch.float8_e4m3fn)
         if scheme == "per-tensor":
@@ -50,7 +58,8 @@ def runner(case):
         else:
             sx = torch.ones(m, 1, device=dev)
             sw = torch.ones(1, n, device=dev)
-        return (lambda: torch._scaled_mm(x, w.t(), scale_a=sx, scale_b=sw, out_dtype=torch.bfloat16)), ""
+        return (lambda: torch._scaled_mm(x, w.t(), scale_a=sx, scale_b=sw, out_dtype=torch.bfloat16,
+                                         use_fast_accum=fast_accum)), ""
     if inputs == "int8":
         x = torch.randint(-127, 128, (m, k), dtype=torch.int8, device=dev)
         w = torch.randint(-127, 128, (n, k), dtype=torch.int8, device=dev)
@@ -71,12 +80,15 @@ def main():
     rows = []
     for line in open(args.cases):
         case = json.loads(line)
-        row = dict(base, case=case["name"], kernel="torch", provider="torch", dtype=case["dtype"],
-                   params=case["params"], bytes=case["bytes"], flops=case["flops"])
-        row = timed_row(row, lambda: runner(case), l2)
-        torch.cuda.empty_cache()  # the next case may need the memory this one's inputs held
-        rows.append(row)
-        print(f"{case['name']:<56} {row.get('median_us', '-')}", file=sys.stderr)
+        # Each of our FP8 kernels has a torch row that sums the same way (see the docstring).
+        accums = [("torch", False)] + ([("torch fast-accum", True)] if fp8_case(case) else [])
+        for kernel, fast in accums:
+            row = dict(base, case=case["name"], kernel=kernel, provider="torch", dtype=case["dtype"],
+                       params=case["params"], bytes=case["bytes"], flops=case["flops"])
+            row = timed_row(row, lambda: runner(case, fast), l2)
+            torch.cuda.empty_cache()  # the next case may need the memory this one's inputs held
+            rows.append(row)
+            print(f"{case['name']:<56} {kernel:<17} {row.get('median_us', '-')}", file=sys.stderr)
     write_rows(args.out, rows)
     print(f"{len(rows)} baseline rows in {args.out}")
     return 0

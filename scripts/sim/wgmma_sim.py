@@ -31,10 +31,18 @@ What it checks
    parity has completed). It checks: no deadlock; a consumer only reads a stage holding its own
    step's data; TMA never overwrites a stage whose wgmmas may still read it (a wgmma group is
    taken to run until the wgmma.wait_group that guarantees its completion).
-3. Fault injection (--break NAME, or --self-test for all): deliberate bugs that the checks above
+3. The exact int32 -> f32 conversion of INT8 block-128 partial sums (rb::small_s32_to_f32 in
+   kernels/common/dtype.cuh, used by wgmma.cu and mma_gemm.cuh): an integer add of 0x4B400000 to
+   the bits, then a float32 subtract of 12582912.0, evaluated bit for bit in numpy float32 (IEEE
+   round to nearest even, as FADD.RN) for every p in [-2^22, 2^22]; that range holds every
+   partial a 128-wide K block of int8 codes can produce (|p| <= 128 * 128^2 = 2^21); and the
+   conversion is shown to fail just past 2^22 (the bound is the real one). The s8 block-128 data
+   path converts its partials the same way.
+4. Fault injection (--break NAME, or --self-test for all): deliberate bugs that the checks above
    must catch: swizzle (wgmma reads without the XOR), koffset (k step offset in bytes instead of
    16-byte units), fragment (epilogue row halves swapped), parity (producer waits on the wrong
-   empty parity), early-release (consumer frees a stage before its wgmmas are known complete).
+   empty parity), early-release (consumer frees a stage before its wgmmas are known complete),
+   magic (the conversion's constant off by one: 0x4B400001).
 
 What it does not model: real FP8/BF16 arithmetic and tensor-core rounding (inputs are small
 integers, sums exact), instruction timing, memory-model/proxy subtleties beyond the barrier
@@ -62,6 +70,12 @@ GROUP_M = 8
 EPI_COLS = 64
 EPI_PITCH = EPI_COLS * 2 + 16
 EPI_BYTES = 64 * EPI_PITCH
+# rb::small_s32_to_f32 (kernels/common/dtype.cuh)
+MAGIC_BITS = 0x4B400000
+MAGIC_FLOAT = 12582912.0
+MAGIC_EXACT_BOUND = 1 << 22
+BLOCK_K = 128     # K elements of one block-128 partial sum
+INT8_MAX_ABS = 128  # |code| bound the kernel relies on (the quantizer emits [-127, 127])
 
 BREAK = set()
 
@@ -78,8 +92,9 @@ def check(cond, msg):
 class Config:
     """Config<In, BN> of the kernel."""
 
-    def __init__(self, bn, elem_bytes, promote):
+    def __init__(self, bn, elem_bytes, promote, int8=False):
         assert bn in (128, 256)
+        self.int8 = int8  # int32 accumulators: block partials go through small_s32_to_f32
         self.bn = bn
         self.eb = elem_bytes
         self.promote = promote  # "none", "sum", "block"
@@ -112,6 +127,29 @@ def bf16_round(x):
     rounded = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
     out = rounded.astype(np.uint32).view(np.float32).astype(np.float64)
     return np.where(np.isnan(f), np.nan, out)
+
+
+# ---- int32 -> f32 conversion of block partial sums -------------------------------------------
+def small_s32_to_f32(p):
+    """rb::small_s32_to_f32: bits = p + MAGIC_BITS (integer add), then a float32 subtract."""
+    magic = MAGIC_BITS + (1 if "magic" in BREAK else 0)
+    bits = (np.asarray(p, dtype=np.int64) + magic).astype(np.uint32)
+    return bits.view(np.float32) - np.float32(MAGIC_FLOAT)
+
+
+def conversion_check():
+    """Exact over the range the kernels use it in; not exact just past it."""
+    check(BLOCK_K * INT8_MAX_ABS ** 2 <= MAGIC_EXACT_BOUND,
+          "a block's int8 partial can exceed the conversion's exact range")
+    check(np.float32(MAGIC_FLOAT).view(np.uint32) == MAGIC_BITS, "MAGIC_FLOAT is not MAGIC_BITS")
+    p = np.arange(-MAGIC_EXACT_BOUND, MAGIC_EXACT_BOUND + 1, dtype=np.int64)
+    got = small_s32_to_f32(p)
+    bad = np.flatnonzero(got.astype(np.float64) != p)
+    check(bad.size == 0, f"int32 -> f32 conversion inexact for {bad.size} values, first p = "
+          f"{p[bad[0]] if bad.size else None} -> {got[bad[0]] if bad.size else None}")
+    past = np.array([MAGIC_EXACT_BOUND + 1, -MAGIC_EXACT_BOUND - 3])
+    check((small_s32_to_f32(past).astype(np.float64) != past).all(),
+          "the conversion is exact past 2^22: the stated bound is not the real one")
 
 
 # ---- scheduler ----------------------------------------------------------------------------------
@@ -290,7 +328,9 @@ def run_kernel(cfg, m, n, k, x, w, sx, sw, bias, scale_mode, sms, y, writes, raw
                             r = tm * BM + cons * 64 + (t // 32) * 16 + (t % 32) // 4 + 8 * h
                             swv = sw[tn * k_blocks + kb]
                             bs = np.where(r < m, sx[np.minimum(r, m - 1) * k_blocks + kb] * swv, 0.0)
-                            sums[cons] += acc[cons].astype(np.float64) * bs
+                            part = (small_s32_to_f32(acc[cons]) if cfg.int8
+                                    else acc[cons]).astype(np.float64)
+                            sums[cons] += part * bs
                         else:
                             sums[cons] += acc[cons].astype(np.float64)
                 c_stage, c_phase = advance(c_stage, c_phase, cfg.stages)
@@ -390,15 +430,19 @@ KERNELS = {
     "gemm_wgmma_s8": (256, 1, "none", [1, 2]),
     "gemm_wgmma_e4m3_promoted": (128, 1, "sum", [1, 2]),
     "gemm_wgmma_e4m3_block128": (128, 1, "block", [3]),
+    "gemm_wgmma_s8_block128": (128, 1, "block", [3]),
 }
 
 
 def run_case(name, m, n, k, mode, with_bias, sms, rng):
     bn, eb, promote, _ = KERNELS[name]
-    cfg = Config(bn, eb, promote)
+    cfg = Config(bn, eb, promote, int8="_s8" in name)
     check((k * eb) % 16 == 0, "K * bytes must be a multiple of 16 (supports() rejects it)")
-    x = rng.integers(-8, 9, size=(m, k)).astype(np.int64)
-    w = rng.integers(-8, 9, size=(n, k)).astype(np.int64)
+    # int8: codes up to the quantizer's 127, so a block's partial reaches ~2^20 and an error in
+    # its conversion shows; the float formats keep small integers (exact products, any format).
+    lim = 127 if cfg.int8 else 8
+    x = rng.integers(-lim, lim + 1, size=(m, k)).astype(np.int64)
+    w = rng.integers(-lim, lim + 1, size=(n, k)).astype(np.int64)
     kbs = -(-k // 128)
     if mode == 3:
         sx = rng.uniform(0.5, 2.0, size=m * kbs)
@@ -554,6 +598,7 @@ def data_path_cases():
         ("gemm_wgmma_e4m3", 7, 200, 4112, 2, False, 132),
         ("gemm_wgmma_s8", 7, 200, 4112, 1, True, 132),
         ("gemm_wgmma_e4m3_block128", 7, 200, 4112, 3, True, 132),
+        ("gemm_wgmma_s8_block128", 33, 130, 4112, 3, False, 132),
         ("gemm_wgmma_e4m3_promoted", 7, 200, 4112, 2, True, 132),
         ("gemm_wgmma_bf16", 7, 200, 136, 0, True, 132),
         # persistent: several tiles per CTA, stage/phase carried across tiles; M, N tails
@@ -566,6 +611,10 @@ def data_path_cases():
 
 
 def run_all(quick=False, verbose=True):
+    conversion_check()
+    if verbose:
+        print(f"ok  int32 -> f32 magic conversion exact for |p| <= 2^22 (block partials <= "
+              f"{BLOCK_K * INT8_MAX_ABS ** 2})")
     cases = data_path_cases()
     if quick:
         cases = [c for c in cases if c[1] * c[2] * c[3] <= 7 * 200 * 4112][:6]
@@ -587,7 +636,7 @@ def run_all(quick=False, verbose=True):
 
 def self_test():
     run_all(verbose=True)
-    for fault in ["swizzle", "koffset", "fragment", "parity", "early-release"]:
+    for fault in ["swizzle", "koffset", "fragment", "parity", "early-release", "magic"]:
         BREAK.clear()
         BREAK.add(fault)
         try:
@@ -606,7 +655,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--self-test", action="store_true")
     ap.add_argument("--break", dest="fault", choices=["swizzle", "koffset", "fragment", "parity",
-                                                       "early-release"])
+                                                       "early-release", "magic"])
     args = ap.parse_args()
     if args.self_test:
         self_test()

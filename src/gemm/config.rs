@@ -7,7 +7,7 @@
 
 use anyhow::{bail, ensure, Result};
 
-use super::accuracy::{DataKind, GemmShape, DEFAULT_TOKENS};
+use super::accuracy::{DataKind, GemmShape, OutlierPattern, DEFAULT_TOKENS};
 use super::paths::{Inputs, Problem};
 use super::quant::{scales_shape, Operand, QuantFormat, Scheme};
 use crate::roofline::Precision;
@@ -41,6 +41,8 @@ pub struct GemmConfig {
     pub scheme: Option<Scheme>,
     pub bias: bool,
     pub data: DataKind,
+    /// The outlier channels of `data=outliers` (default pattern otherwise).
+    pub outliers: OutlierPattern,
     pub path: PathChoice,
     /// Also run cuBLASLt where it has the operation.
     pub cublaslt: bool,
@@ -95,6 +97,18 @@ pub fn keys() -> Vec<Key> {
             Value::Names(|| DataKind::ALL.iter().map(|d| d.name()).collect()),
             Absent::Value("gaussian"),
             "activations",
+        ),
+        Key::new(
+            "outliers",
+            Value::Int,
+            Absent::Note("1% of K, at least 1"),
+            "outlier channels of data=outliers",
+        ),
+        Key::new(
+            "outlier_scale",
+            Value::Real,
+            Absent::Note("50..100, drawn per channel"),
+            "every outlier channel's factor, for data=outliers (e.g. 200)",
         ),
         Key::new(
             "path",
@@ -157,6 +171,11 @@ impl GemmConfig {
         let data = spec
             .parse("data", DataKind::parse)?
             .unwrap_or(DataKind::Gaussian);
+        let (count, scale) = (spec.int("outliers")?, spec.real("outlier_scale")?);
+        if data != DataKind::Outliers && (count.is_some() || scale.is_some()) {
+            bail!("`outliers` and `outlier_scale` shape the outlier channels: give data=outliers");
+        }
+        let outliers = OutlierPattern::new(count, scale)?;
         let path = spec
             .parse("path", |v| match v {
                 "auto" => Ok(PathChoice::Auto),
@@ -214,6 +233,7 @@ impl GemmConfig {
             scheme,
             bias,
             data,
+            outliers,
             path,
             cublaslt,
             op,
@@ -237,6 +257,12 @@ impl GemmConfig {
             "{}: an operand over 2^34 elements does not fit a GPU",
             self.shape.name
         );
+        if let Some(count) = self.outliers.count {
+            ensure!(
+                count <= k,
+                "`outliers={count}` channels: X has only K = {k} columns"
+            );
+        }
         if let Op::Quantize(role) = self.op {
             ensure!(
                 matches!(self.inputs, Inputs::Quantized(_))
@@ -277,7 +303,7 @@ impl GemmConfig {
             (self.bias, "+bias".to_string()),
             (
                 self.data != DataKind::Gaussian,
-                format!("+{}", self.data.name()),
+                format!("+{}", self.data.label(&self.outliers)),
             ),
             (
                 self.path != PathChoice::Auto,
@@ -378,11 +404,12 @@ impl GemmConfig {
     pub fn params(&self) -> String {
         let GemmShape { m, n, k, .. } = self.shape;
         format!(
-            "m={m} n={n} k={k} inputs={} scale={} bias={} data={} path={} op={}",
+            "m={m} n={n} k={k} inputs={} scale={} bias={} data={}{} path={} op={}",
             self.inputs,
             self.scheme.map_or("none".into(), |s| s.to_string()),
             self.bias,
             self.data.name(),
+            self.outliers.params(),
             match &self.path {
                 PathChoice::Auto => "auto",
                 PathChoice::All => "all",
@@ -419,6 +446,53 @@ mod tests {
         let c = GemmConfig::parse("shape=7x200x80,fmt=bf16,bias=1,path=all").unwrap();
         assert_eq!(c.name(), "7x200x80/bf16+bias+all");
         assert_eq!(c.scheme, None);
+    }
+
+    #[test]
+    fn outlier_patterns_are_case_keys() {
+        let c = GemmConfig::parse("shape=16x64x256,data=outliers,outlier_scale=200,outliers=1")
+            .unwrap();
+        assert_eq!(
+            c.outliers,
+            OutlierPattern {
+                count: Some(1),
+                scale: Some(200.0)
+            }
+        );
+        assert_eq!(c.name(), "16x64x256/e4m3/per-tensor+outliers-1ch-x200");
+        assert!(
+            c.params()
+                .contains("data=outliers outliers=1 outlier_scale=200 path="),
+            "{}",
+            c.params()
+        );
+        // The generator follows the pattern: one column at exactly 200 x N(0, 1).
+        let x = c.data.activations(16, 256, 5, &c.outliers);
+        let column_rms = |j: usize| {
+            ((0..16)
+                .map(|r| f64::from(x[r * 256 + j]).powi(2))
+                .sum::<f64>()
+                / 16.0)
+                .sqrt()
+        };
+        let big: Vec<usize> = (0..256).filter(|&j| column_rms(j) > 20.0).collect();
+        assert_eq!(big.len(), 1, "one outlier channel");
+        let (j, f) = crate::gemm::accuracy::outlier_channels(256, 5, &c.outliers)[0];
+        assert_eq!((big[0], f), (j, 200.0));
+        // Only the scale: the default count (1% of K = 3 of 256), each at 12.5.
+        let c = GemmConfig::parse("shape=16x64x256,data=outliers,outlier_scale=12.5").unwrap();
+        assert_eq!(c.name(), "16x64x256/e4m3/per-tensor+outliers-x12.5");
+        let channels = crate::gemm::accuracy::outlier_channels(256, 5, &c.outliers);
+        assert!(channels.len() == 3 && channels.iter().all(|&(_, f)| f == 12.5));
+
+        let err = |spec: &str| format!("{:#}", GemmConfig::parse(spec).unwrap_err());
+        assert!(err("shape=8x8x16,outliers=1").contains("give data=outliers"));
+        assert!(err("shape=8x8x16,data=outliers,outliers=0").contains("at least 1"));
+        assert!(err("shape=8x8x16,data=outliers,outliers=17").contains("K = 16"));
+        for scale in ["0", "-3", "nan", "inf", "1e7"] {
+            let e = err(&format!("shape=8x8x16,data=outliers,outlier_scale={scale}"));
+            assert!(e.contains("outlier scale"), "{scale}: {e}");
+        }
     }
 
     #[test]

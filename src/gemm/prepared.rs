@@ -20,7 +20,9 @@ use super::config::{GemmConfig, PathChoice};
 use super::paths::{self, Accumulation, Inputs, Operands};
 use super::quant::gpu::quantize_to_device;
 use super::quant::{round_bf16_f64, Operand, QuantFormat, Quantized, Scheme};
-use crate::gpu::cublaslt::{LtGemm, LtPrecision, LtScales, LtScaling};
+use crate::gpu::cublaslt::{
+    variant_label, LtAccumulation, LtGemm, LtPrecision, LtScales, LtScaling,
+};
 use crate::gpu::{Buffer, Gpu, GpuResult};
 use crate::suite::{AccuracyDelta, Check, LaunchFn, Provider, Variant, Variants};
 
@@ -74,8 +76,20 @@ enum Output {
     /// Our kernels: Y in bf16, accumulated as the kernel says.
     Ours(Accumulation),
     /// cuBLASLt's D: bf16, or for INT8 the raw i32 dot products of the codes (no dequantizing
-    /// epilogue).
-    CublasLt { int32_out: bool },
+    /// epilogue); bf16 accumulated as the plan's accumulation allows.
+    CublasLt {
+        int32_out: bool,
+        accumulation: Accumulation,
+    },
+}
+
+/// The rounding a cuBLASLt plan's accumulation allows: fast FP8 accumulation keeps the sum in
+/// the tensor core's accumulator, as our unpromoted wgmma kernels do.
+fn lt_accumulation_bound(accumulation: LtAccumulation) -> Accumulation {
+    match accumulation {
+        LtAccumulation::Default => Accumulation::F32,
+        LtAccumulation::Fast => Accumulation::HOPPER_FP8,
+    }
 }
 
 pub struct PreparedGemm {
@@ -102,7 +116,7 @@ fn bf16_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 /// Device bytes of a prepared case (inputs in BF16 and quantized, Y, scales, cuBLASLt's D and
-/// workspace).
+/// one workspace per cuBLASLt plan).
 pub fn device_bytes(c: &GemmConfig) -> u64 {
     let (m, n, k) = (c.shape.m, c.shape.n, c.shape.k);
     let bf16_inputs = 2 * (m * k + n * k);
@@ -111,7 +125,15 @@ pub fn device_bytes(c: &GemmConfig) -> u64 {
     (bf16_inputs + codes + outputs) as u64
         + c.scale_bytes(Operand::Activation)
         + c.scale_bytes(Operand::Weight)
-        + crate::gpu::cublaslt::WORKSPACE_BYTES as u64
+        + (crate::gpu::cublaslt::WORKSPACE_BYTES * lt_plans(c)) as u64
+}
+
+/// cuBLASLt plans a case makes: one per accumulation of its precision (none without cuBLASLt).
+fn lt_plans(c: &GemmConfig) -> usize {
+    match cublaslt_mapping(c) {
+        Ok((precision, _)) if c.cublaslt => precision.accumulations().len(),
+        _ => 0,
+    }
 }
 
 /// cuBLASLt's precision and scaling for a case, or why it has none.
@@ -148,7 +170,7 @@ impl PreparedGemm {
     pub fn prepare(gpu: &Gpu, c: &GemmConfig) -> Result<Variants<PreparedGemm>> {
         let (m, n, k) = (c.shape.m, c.shape.n, c.shape.k);
         let mut rng = rand::rng();
-        let x = c.data.activations(m, k, rng.random());
+        let x = c.data.activations(m, k, rng.random(), &c.outliers);
         let w = weights(n, k, rng.random());
         let bias: Vec<f32> = if c.bias {
             super::accuracy::gaussian(1, n, rng.random())
@@ -236,38 +258,59 @@ impl PreparedGemm {
             });
         }
 
+        // cuBLASLt once per accumulation it offers (FP8: promoted and fast), so that each of our
+        // kernels has a vendor row that sums the same way; the variants share one D.
         let mut lt_out = None;
-        if c.cublaslt {
-            let planned = cublaslt_mapping(c).and_then(|(precision, scaling)| {
-                let scales = match (&host.xq, &host.wq) {
-                    (Some(xq), Some(wq)) if scaling != LtScaling::None => Some(LtScales {
-                        a: &wq.scales,
-                        b: &xq.scales,
-                    }),
-                    _ => None,
-                };
-                let lt = gpu.cublaslt().map_err(|e| e.to_string())?;
-                // Y[M][N] row-major is cuBLASLt's D (N x M, column-major) of A = W, B = X.
-                let gemm = lt
-                    .plan_scaled(gpu, precision, n, m, k, scaling, scales, c.bias)
-                    .map_err(|e| e.to_string())?;
-                Ok((precision, gemm))
-            });
-            variants.push(match planned {
-                Ok((precision, mut gemm)) => {
-                    let int32_out = precision == LtPrecision::Int8;
-                    let elem = if int32_out { 4 } else { 2 };
-                    lt_out = Some(gpu.alloc::<u8>(((m * n + GUARD) * elem).next_multiple_of(4))?);
-                    let output = Output::CublasLt { int32_out };
-                    Variant::new(
-                        format!("cublasLt {precision}"),
-                        Provider::CublasLt,
-                        move |s: &mut PreparedGemm, gpu| s.run_cublaslt(gpu, &mut gemm),
-                        move |s, gpu, run| s.verify(gpu, run, output),
-                    )
+        match cublaslt_mapping(c) {
+            _ if !c.cublaslt => {}
+            Err(why) => variants.push(Variant::unavailable("cublasLt", Provider::CublasLt, why)),
+            Ok((precision, scaling)) => {
+                let int32_out = precision == LtPrecision::Int8;
+                for &accumulation in precision.accumulations() {
+                    let label = variant_label(precision, accumulation);
+                    let scales = match (&host.xq, &host.wq) {
+                        (Some(xq), Some(wq)) if scaling != LtScaling::None => Some(LtScales {
+                            a: &wq.scales,
+                            b: &xq.scales,
+                        }),
+                        _ => None,
+                    };
+                    // Y[M][N] row-major is cuBLASLt's D (N x M, column-major) of A = W, B = X.
+                    let planned = gpu.cublaslt().and_then(|lt| {
+                        lt.plan_scaled(
+                            gpu,
+                            precision,
+                            n,
+                            m,
+                            k,
+                            scaling,
+                            scales,
+                            c.bias,
+                            accumulation,
+                        )
+                    });
+                    variants.push(match planned {
+                        Ok(mut gemm) => {
+                            if lt_out.is_none() {
+                                let elem = if int32_out { 4 } else { 2 };
+                                let bytes = ((m * n + GUARD) * elem).next_multiple_of(4);
+                                lt_out = Some(gpu.alloc::<u8>(bytes)?);
+                            }
+                            let output = Output::CublasLt {
+                                int32_out,
+                                accumulation: lt_accumulation_bound(accumulation),
+                            };
+                            Variant::new(
+                                label,
+                                Provider::CublasLt,
+                                move |s: &mut PreparedGemm, gpu| s.run_cublaslt(gpu, &mut gemm),
+                                move |s, gpu, run| s.verify(gpu, run, output),
+                            )
+                        }
+                        Err(e) => Variant::unavailable(label, Provider::CublasLt, e.to_string()),
+                    });
                 }
-                Err(why) => Variant::unavailable("cublasLt", Provider::CublasLt, why),
-            });
+            }
         }
         let state = PreparedGemm {
             config: c.clone(),
@@ -350,7 +393,10 @@ impl PreparedGemm {
         );
         let (accumulation, int32_out, lt) = match output {
             Output::Ours(accumulation) => (accumulation, false, false),
-            Output::CublasLt { int32_out } => (Accumulation::F32, int32_out, true),
+            Output::CublasLt {
+                int32_out,
+                accumulation,
+            } => (accumulation, int32_out, true),
         };
         if lt {
             let out = self.lt_out.as_mut().context("cuBLASLt output")?;
@@ -571,6 +617,31 @@ mod tests {
             let err = mapping(spec).unwrap_err();
             assert!(err.contains(why), "{spec}: {err}");
         }
+    }
+
+    #[test]
+    fn fp8_cases_plan_cublaslt_both_ways() {
+        let plans = |spec: &str| lt_plans(&GemmConfig::parse(spec).unwrap());
+        // E4M3: the default (promoted) and the fast-accumulation plan, each its own workspace.
+        assert_eq!(plans("shape=64x64x64,fmt=e4m3,scale=block128"), 2);
+        assert_eq!(plans("shape=64x64x64,fmt=bf16"), 1);
+        assert_eq!(plans("shape=64x64x64,fmt=int8,scale=token"), 1);
+        assert_eq!(plans("shape=64x64x64,fmt=e5m2"), 0);
+        assert_eq!(plans("shape=64x64x64,fmt=e4m3,lt=0"), 0);
+        let bytes = |spec: &str| device_bytes(&GemmConfig::parse(spec).unwrap());
+        assert_eq!(
+            bytes("shape=64x64x64,fmt=e4m3") - bytes("shape=64x64x64,fmt=e4m3,lt=0"),
+            2 * crate::gpu::cublaslt::WORKSPACE_BYTES as u64
+        );
+        // Fast accumulation is verified with the bound of the FP8 accumulator, not f32's.
+        assert_eq!(
+            lt_accumulation_bound(LtAccumulation::Fast),
+            Accumulation::HOPPER_FP8
+        );
+        assert_eq!(
+            lt_accumulation_bound(LtAccumulation::Default),
+            Accumulation::F32
+        );
     }
 
     #[test]

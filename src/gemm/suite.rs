@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use super::config::{GemmConfig, Op};
+use super::config::{GemmConfig, Op, PathChoice};
 use super::prepared::{self, PreparedGemm};
 use super::quant::case::{self as quantize_case, PreparedQuantize};
 use crate::gpu::{DeviceInfo, Gpu};
@@ -93,6 +93,29 @@ pub const MODEL_M: usize = 4096;
 
 /// The built-in grid.
 pub fn default_specs(quick: bool) -> Vec<String> {
+    with_promoted_twins(grid_specs(quick))
+}
+
+/// `specs` with every FP8 per-tensor goal case also run on `wgmma-promoted` (without a second
+/// pair of cuBLASLt rows): `path=auto` picks `wgmma`, which keeps the sum in the FP8 tensor-core
+/// accumulator and is compared with cuBLASLt's fast accumulation; the twin is compared with
+/// cuBLASLt's default, promoted one (see `goals`).
+fn with_promoted_twins(specs: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let c =
+            GemmConfig::parse(&spec).unwrap_or_else(|e| panic!("built-in case `{spec}`: {e:#}"));
+        let twin = c.path == PathChoice::Auto
+            && c.op == Op::Gemm
+            && super::goals::fp8_goal_case(&c.name(), &c.dtype(), c.shape.m);
+        let promoted = twin.then(|| format!("{spec},path=wgmma-promoted,lt=0"));
+        out.push(spec);
+        out.extend(promoted);
+    }
+    out
+}
+
+fn grid_specs(quick: bool) -> Vec<String> {
     let mut specs = Vec::new();
     let (n, k) = SWEEP_NK;
     if quick {
@@ -191,6 +214,9 @@ pub fn verify_specs() -> Vec<String> {
         "shape=5x7x9,fmt=e4m3,scale=tensor,path=all",
         "shape=5x7x9,fmt=int8,act=bf16,scale=token,path=all",
         "shape=257x384x4096,fmt=e4m3,scale=tensor,data=outliers,path=all",
+        // One channel at 200x: INT8 per-tensor codes of the plain channels collapse to a few
+        // levels, the accuracy columns show it; every path must still match its reference.
+        "shape=64x256x1024,fmt=int8,scale=tensor,data=outliers,outliers=1,outlier_scale=200,path=all",
         "shape=16x1024x8192,fmt=e4m3,act=bf16,scale=block128,bias=1,path=all",
     ] {
         specs.push(extra.into());
@@ -309,9 +335,20 @@ mod tests {
             "shape=1x28672x8192,fmt=e4m3,act=bf16",
             "shape=16384x28672x8192,fmt=int8,scale=token",
             "shape=2048x2048x65536,fmt=e4m3,scale=tensor,path=all",
+            // The FP8 goal cases' promoted twins, without a second cuBLASLt.
+            "shape=8192x8192x8192,fmt=e4m3,scale=tensor,path=wgmma-promoted,lt=0",
+            "shape=llama3-70b-qkv,m=4096,fmt=e4m3,scale=tensor,path=wgmma-promoted,lt=0",
         ] {
             assert!(specs.iter().any(|s| s == needle), "{needle}");
         }
+        let twins = |quick| {
+            default_specs(quick)
+                .iter()
+                .filter(|s| s.contains("path=wgmma-promoted"))
+                .count()
+        };
+        // 8192^3 and the four Llama-3 70B projections; the quick grid's one 8192^3.
+        assert_eq!((twins(false), twins(true)), (5, 1));
     }
 
     #[test]

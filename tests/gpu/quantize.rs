@@ -47,7 +47,12 @@ fn inputs() -> Vec<Input> {
     let mut v = Vec::new();
     for (rows, cols) in [(1, 130), (7, 130), (33, 130), (7, 257), (33, 4096), (1, 4)] {
         v.push(input("gaussian", rows, cols, gaussian(rows, cols, 11)));
-        v.push(input("outliers", rows, cols, outliers(rows, cols, 12)));
+        v.push(input(
+            "outliers",
+            rows,
+            cols,
+            outliers(rows, cols, 12, &Default::default()),
+        ));
     }
     for (rows, cols) in [(200, 130), (129, 257), (256, 512)] {
         v.push(input("weights", rows, cols, weights(rows, cols, 13)));

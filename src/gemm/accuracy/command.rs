@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{value_parser, Arg, ArgAction, ArgMatches};
 
-use super::{render_table, report, sqnr_svg, write_csv, GemmShape, ReportOptions, MAX_TOKENS};
+use super::{
+    render_table, report, sqnr_svg, write_csv, GemmShape, OutlierPattern, ReportOptions, MAX_TOKENS,
+};
 use crate::report::write_accuracy_json;
 use crate::suite::accuracy::{strings, AccuracyReport, CommonOptions};
 use crate::suite::usage;
@@ -37,6 +39,16 @@ impl AccuracyReport for GemmAccuracy {
                 .value_parser(value_parser!(u64).range(1..=MAX_TOKENS))
                 .default_value("128")
                 .help("gemm: tokens (M) of the shapes given with --shape"),
+            Arg::new("outliers")
+                .long("outliers")
+                .value_name("N")
+                .value_parser(value_parser!(usize))
+                .help("gemm: outlier channels of the outliers data (default: 1% of K)"),
+            Arg::new("outlier-scale")
+                .long("outlier-scale")
+                .value_name("X")
+                .value_parser(value_parser!(f64))
+                .help("gemm: every outlier channel's factor (default: uniform in 50..100 each)"),
         ]
     }
 
@@ -54,6 +66,10 @@ impl AccuracyReport for GemmAccuracy {
         }
         let options = ReportOptions {
             shapes,
+            outliers: OutlierPattern::new(
+                o.get_one::<usize>("outliers").copied(),
+                o.get_one::<f64>("outlier-scale").copied(),
+            )?,
             quick: common.quick,
             ..Default::default()
         };

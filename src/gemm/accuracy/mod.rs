@@ -36,7 +36,8 @@ use serde::Serialize;
 pub use crate::report::write_rows_csv as write_csv;
 pub use command::GemmAccuracy;
 pub use data::{
-    gaussian, outlier_channels, outliers, weights, DataKind, OUTLIER_FACTOR, OUTLIER_SHARE,
+    gaussian, outlier_channels, outliers, weights, DataKind, OutlierPattern, OUTLIER_FACTOR,
+    OUTLIER_SHARE,
 };
 pub use output::{render_table, sqnr_svg};
 
@@ -250,6 +251,8 @@ pub struct ReportOptions {
     /// Empty: [`default_shapes`] (quick or full).
     pub shapes: Vec<GemmShape>,
     pub data: Vec<DataKind>,
+    /// The outlier channels of [`DataKind::Outliers`] (default: 1% of K at 50-100×).
+    pub outliers: OutlierPattern,
     pub formats: Vec<QuantFormat>,
     pub schemes: Vec<Scheme>,
     /// Most output channels computed per shape (None: [`DEFAULT_MAX_N`], quick
@@ -265,6 +268,7 @@ impl Default for ReportOptions {
         ReportOptions {
             shapes: Vec::new(),
             data: DataKind::ALL.to_vec(),
+            outliers: OutlierPattern::default(),
             formats: QuantFormat::ALL.to_vec(),
             schemes: Scheme::ALL.to_vec(),
             max_n: None,
@@ -302,7 +306,7 @@ pub fn evaluate_shape(shape: &GemmShape, o: &ReportOptions) -> Result<Vec<Accura
     let xs: Vec<Vec<f32>> = o
         .data
         .iter()
-        .map(|d| d.activations(m, k, input_seed(o.seed, shape, d.name())))
+        .map(|d| d.activations(m, k, input_seed(o.seed, shape, d.name()), &o.outliers))
         .collect();
     let stacked = o.data.len() * m;
     let x64: Vec<f64> = xs.iter().flat_map(|x| widen(x)).collect();
@@ -316,7 +320,7 @@ pub fn evaluate_shape(shape: &GemmShape, o: &ReportOptions) -> Result<Vec<Accura
             n: shape.n,
             k,
             n_evaluated: n,
-            data: d.name().to_string(),
+            data: d.label(&o.outliers),
             format: format.to_string(),
             scheme: scheme.to_string(),
             y_rms: rms(r),

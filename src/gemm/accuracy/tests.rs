@@ -35,14 +35,15 @@ fn generators_are_seeded_bf16_and_shaped_as_documented() {
     let g = gaussian(rows, cols, 3);
     assert_eq!(g, gaussian(rows, cols, 3));
     assert_ne!(g, gaussian(rows, cols, 4));
-    let o = outliers(rows, cols, 3);
+    let o = outliers(rows, cols, 3, &OutlierPattern::default());
     let w = weights(100, 400, 3);
     for v in g.iter().chain(&o).chain(&w) {
         assert_eq!(*v, crate::gemm::quant::round_bf16(*v), "BF16 values");
     }
-    let channels = outlier_channels(cols, 3);
+    let default = OutlierPattern::default();
+    let channels = outlier_channels(cols, 3, &default);
     assert_eq!(channels.len(), 10, "1% of the columns");
-    assert_eq!(outlier_channels(40, 3).len(), 1, "at least one");
+    assert_eq!(outlier_channels(40, 3, &default).len(), 1, "at least one");
     let rms_of_column = |x: &[f32], c: usize| {
         ((0..rows)
             .map(|r| f64::from(x[r * cols + c]).powi(2))
@@ -96,6 +97,33 @@ fn sqnr(data: DataKind, format: QuantFormat, scheme: Scheme) -> f64 {
         .find(|r| r.data == data.name() && r.format == format.name() && r.scheme == scheme.name())
         .unwrap_or_else(|| panic!("no row {data:?} {format} {scheme}"))
         .quant_sqnr_db
+}
+
+#[test]
+fn the_report_labels_an_outlier_pattern() {
+    let o = ReportOptions {
+        shapes: vec![GemmShape::parse("8x16x256", 0).unwrap()],
+        formats: vec![QuantFormat::Int8],
+        schemes: vec![Scheme::PerTensor],
+        outliers: OutlierPattern::new(Some(1), Some(200.0)).unwrap(),
+        ..ReportOptions::default()
+    };
+    let rows = report(&o).unwrap();
+    let data: Vec<&str> = rows.iter().map(|r| r.data.as_str()).collect();
+    assert_eq!(
+        data,
+        [
+            "gaussian",
+            "gaussian",
+            "outliers-1ch-x200",
+            "outliers-1ch-x200"
+        ]
+    );
+    // One channel at 200x makes per-tensor INT8 lose far more than Gaussian data does.
+    assert!(
+        rows[3].quant_sqnr_db + 10.0 < rows[1].quant_sqnr_db,
+        "{rows:?}"
+    );
 }
 
 #[test]

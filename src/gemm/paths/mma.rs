@@ -138,16 +138,7 @@ impl GemmPath for MmaPath {
                 problem.k * bytes
             ));
         }
-        if problem.inputs == Inputs::Quantized(QuantFormat::Int8)
-            && problem.scheme != Some(Scheme::Block128)
-            && problem.k > MAX_K_INT32
-        {
-            return Err(format!(
-                "INT8 without block scales accumulates all of K in int32: K must be at most \
-                 {MAX_K_INT32} (127^2 K < 2^31); got K = {}",
-                problem.k
-            ));
-        }
+        super::check_int8_accumulation(problem)?;
         if grid(problem) > i32::MAX as usize {
             return Err(format!(
                 "{} tiles of 128 x 128 exceed the grid limit of 2^31 - 1 CTAs",

@@ -90,6 +90,49 @@ impl ScaleMode {
     }
 }
 
+/// The largest |int32| that the kernels' integer-add, float-subtract conversion
+/// (`rb::small_s32_to_f32`, `kernels/common/dtype.cuh`) turns into f32 exactly: the magic
+/// constant 1.5 · 2^23 plus p keeps the exponent of 2^23 only while |p| <= 2^22
+/// (`scripts/sim/wgmma_sim.py` checks every value of that range, and that it fails past it).
+pub const MAGIC_EXACT_BOUND: u64 = 1 << 22;
+/// The largest |code| an INT8 operand can hold (-128, although the quantizer emits [-127, 127]).
+const INT8_MAX_ABS: u64 = 128;
+
+/// Whether the int32 sums of `products` INT8 products stay within [`MAGIC_EXACT_BOUND`], where
+/// the block-128 kernels convert each K block's partial sum to f32 without I2F.
+pub fn int8_partials_convert_exactly(products: usize) -> std::result::Result<(), String> {
+    let bound = (products as u64).saturating_mul(INT8_MAX_ABS * INT8_MAX_ABS);
+    if bound <= MAGIC_EXACT_BOUND {
+        Ok(())
+    } else {
+        Err(format!(
+            "a partial sum of {products} INT8 products reaches {bound}, past the 2^22 that the              kernels convert to f32 exactly"
+        ))
+    }
+}
+
+/// What INT8 accumulation in int32 allows, for the paths that keep sums in int32 registers:
+/// without block scales all of K is summed (no saturation: wraps once 127^2 K > 2^31 - 1);
+/// with block scales each 128-wide K block's partial is converted to f32 by the exact
+/// integer-add conversion, which needs it within [`MAGIC_EXACT_BOUND`].
+pub fn check_int8_accumulation(problem: &Problem) -> std::result::Result<(), String> {
+    if problem.inputs != Inputs::Quantized(QuantFormat::Int8) {
+        return Ok(());
+    }
+    if problem.scheme == Some(Scheme::Block128) {
+        return int8_partials_convert_exactly(problem.k.min(super::quant::BLOCK));
+    }
+    if problem.k > mma::MAX_K_INT32 {
+        return Err(format!(
+            "INT8 without block scales accumulates all of K in int32: K must be at most {} \
+             (127^2 K < 2^31); got K = {}",
+            mma::MAX_K_INT32,
+            problem.k
+        ));
+    }
+    Ok(())
+}
+
 /// One GEMM as the kernels see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Problem {
@@ -276,4 +319,43 @@ pub fn auto(problem: &Problem, arch: Arch) -> std::result::Result<&'static dyn G
 /// Every kernel of every path, for the embedded-kernel checks.
 pub fn kernel_names() -> Vec<String> {
     all().iter().flat_map(|p| p.kernel_names()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int8_block_partials_stay_within_the_exact_conversion() {
+        // A 128-wide block of codes up to |128|: 2^21, half the bound; any K takes it.
+        assert_eq!(
+            int8_partials_convert_exactly(crate::gemm::quant::BLOCK),
+            Ok(())
+        );
+        assert_eq!(
+            int8_partials_convert_exactly(256),
+            Ok(()),
+            "2^22 is still exact"
+        );
+        // Blocks of 257 or more products could leave the exact range: refused, saying why.
+        let e = int8_partials_convert_exactly(257).unwrap_err();
+        assert!(e.contains("257 INT8 products") && e.contains("2^22"), "{e}");
+        let block = |k| Problem {
+            m: 64,
+            n: 64,
+            k,
+            inputs: Inputs::Quantized(QuantFormat::Int8),
+            scheme: Some(Scheme::Block128),
+            bias: false,
+        };
+        for k in [16, 128, 4096, 1 << 20] {
+            assert_eq!(check_int8_accumulation(&block(k)), Ok(()), "K = {k}");
+        }
+        // FP8 block partials are f32 sums: no integer bound.
+        let fp8 = Problem {
+            inputs: Inputs::Quantized(QuantFormat::E4m3),
+            ..block(1 << 20)
+        };
+        assert_eq!(check_int8_accumulation(&fp8), Ok(()));
+    }
 }

@@ -14,7 +14,9 @@
 //!
 //! Constraints (TMA): X and W rows must be 16-byte multiples (`K * bytes % 16 == 0`) and start
 //! 16-byte aligned; the device must be sm_90 (wgmma does not exist on sm_100). INT8 without
-//! block scales accumulates all of K in int32, so K is limited to `mma::MAX_K_INT32`.
+//! block scales accumulates all of K in int32, so K is limited to `mma::MAX_K_INT32`; INT8 with
+//! block scales converts each 128-wide k-block's int32 partial to f32 with an integer add and a
+//! float subtract, exact while the partial is within [`super::MAGIC_EXACT_BOUND`].
 
 use anyhow::Result;
 
@@ -152,18 +154,9 @@ impl WgmmaPath {
                 problem.inputs
             ));
         }
-        // The kernels without block scales keep all of K in the wgmma accumulators: for INT8
-        // that is int32 (no saturation), which wraps once 127^2 K exceeds 2^31 - 1.
-        if format == Some(QuantFormat::Int8)
-            && mode != ScaleMode::Block128
-            && k > super::mma::MAX_K_INT32
-        {
-            return Err(format!(
-                "INT8 without block scales accumulates all of K in int32: K must be at most {} \
-                 (127^2 K < 2^31); got K = {k}",
-                super::mma::MAX_K_INT32
-            ));
-        }
+        // The kernels without block scales keep all of K in the wgmma accumulators (int32 for
+        // INT8); the block-128 ones convert each k-block's int32 partial exactly.
+        super::check_int8_accumulation(problem)?;
         let (kernel, tile) = match (format, mode) {
             (None, _) => ("gemm_wgmma_bf16".to_string(), Tile::new(256, 2)),
             (Some(f), ScaleMode::Block128) => (
@@ -334,15 +327,19 @@ impl GemmLaunch for WgmmaLaunch {
         )
     }
 
-    /// The FP8 kernels without promotion keep the whole K sum in the wgmma accumulator.
     fn accumulation(&self) -> super::Accumulation {
-        let name = self.kernel.name();
-        let fp8 = name.contains("_e4m3") || name.contains("_e5m2");
-        if fp8 && !name.ends_with("_promoted") && !name.ends_with("_block128") {
-            super::Accumulation::HOPPER_FP8
-        } else {
-            super::Accumulation::F32
-        }
+        kernel_accumulation(self.kernel.name())
+    }
+}
+
+/// How the kernel `name` of this file accumulates: the FP8 kernels without promotion keep the
+/// whole K sum in the wgmma accumulator; the others sum in f32 (or exactly, in int32).
+pub fn kernel_accumulation(name: &str) -> super::Accumulation {
+    let fp8 = name.contains("_e4m3") || name.contains("_e5m2");
+    if fp8 && !name.ends_with("_promoted") && !name.ends_with("_block128") {
+        super::Accumulation::HOPPER_FP8
+    } else {
+        super::Accumulation::F32
     }
 }
 

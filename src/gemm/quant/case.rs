@@ -35,7 +35,7 @@ impl PreparedQuantize {
         let scheme = c.scheme.expect("validated: a scheme");
         let seed = rand::rng().random();
         let values = match role {
-            Operand::Activation => c.data.activations(rows, cols, seed),
+            Operand::Activation => c.data.activations(rows, cols, seed, &c.outliers),
             Operand::Weight => weights(rows, cols, seed),
         };
         let quantizer = GpuQuantizer::new(gpu, rows, cols, role, format, scheme)?;

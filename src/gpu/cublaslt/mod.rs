@@ -134,6 +134,62 @@ impl LtPrecision {
     }
 }
 
+/// How an FP8 GEMM accumulates (`CUBLASLT_MATMUL_DESC_FAST_ACCUM`). Hopper's FP8 tensor cores
+/// keep about 14 significant bits in their accumulator; the library's default promotes the
+/// partial sums to f32 at intervals, fast accumulation leaves the whole K sum in the tensor core
+/// (faster, less accurate: what roofbench's unpromoted `wgmma` kernels do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LtAccumulation {
+    /// FAST_ACCUM = 0, the default: promoted to f32 (FP8); plain f32 or i32 (BF16, INT8).
+    Default,
+    /// FAST_ACCUM = 1: FP8 only.
+    Fast,
+}
+
+impl LtAccumulation {
+    /// What a variant's label adds (see [`variant_label`]).
+    const FAST_TAG: &'static str = "fast-accum";
+
+    fn flag(self) -> i8 {
+        match self {
+            LtAccumulation::Default => 0,
+            LtAccumulation::Fast => 1,
+        }
+    }
+}
+
+impl LtPrecision {
+    /// The accumulations cuBLASLt offers for this precision, the default first: both for FP8,
+    /// the default alone otherwise (the flag means nothing there).
+    pub fn accumulations(self) -> &'static [LtAccumulation] {
+        match self {
+            LtPrecision::Fp8E4m3 => &[LtAccumulation::Default, LtAccumulation::Fast],
+            LtPrecision::Bf16 | LtPrecision::Int8 => &[LtAccumulation::Default],
+        }
+    }
+}
+
+/// The kernel label of a cuBLASLt result row: `cublasLt fp8-e4m3` (the default, the name rows
+/// have always had) or `cublasLt fp8-e4m3 fast-accum`.
+pub fn variant_label(precision: LtPrecision, accumulation: LtAccumulation) -> String {
+    match accumulation {
+        LtAccumulation::Default => format!("cublasLt {precision}"),
+        LtAccumulation::Fast => format!("cublasLt {precision} {}", LtAccumulation::FAST_TAG),
+    }
+}
+
+/// The accumulation of a label made by [`variant_label`].
+pub fn label_accumulation(label: &str) -> LtAccumulation {
+    if label
+        .split_whitespace()
+        .any(|w| w == LtAccumulation::FAST_TAG)
+    {
+        LtAccumulation::Fast
+    } else {
+        LtAccumulation::Default
+    }
+}
+
 impl std::fmt::Display for LtPrecision {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
@@ -371,7 +427,7 @@ impl CublasLt {
     /// Plans `D = A·B` for `precision` at `m x n x k`: checks the shape, builds descriptors and
     /// layouts, allocates the workspace (and FP8 scales, all 1.0) and asks cuBLASLt's heuristic
     /// for its first algorithm. The same as [`CublasLt::plan_scaled`] with per-tensor scales of
-    /// 1.0 for FP8, no scales otherwise, and no bias.
+    /// 1.0 for FP8, no scales otherwise, no bias and the default accumulation.
     ///
     /// The layout is "TN" (`transa = T`, `transb = N`), the only one cuBLASLt supports for FP8 on
     /// Ada/Hopper and for INT8 IMMA with ordinary column-major matrices; BF16 uses it too so the
@@ -390,7 +446,17 @@ impl CublasLt {
             LtPrecision::Fp8E4m3 => LtScaling::PerTensor,
             LtPrecision::Bf16 | LtPrecision::Int8 => LtScaling::None,
         };
-        self.plan_scaled(gpu, precision, m, n, k, scaling, None, false)
+        self.plan_scaled(
+            gpu,
+            precision,
+            m,
+            n,
+            k,
+            scaling,
+            None,
+            false,
+            LtAccumulation::Default,
+        )
     }
 
     /// Like `plan` but with the scales' values given on the host in roofbench's layouts
@@ -412,6 +478,8 @@ impl CublasLt {
     ///   (`CUBLASLT_EPILOGUE_BIAS`, bias type bf16), in f32 before D's rounding; the bias itself
     ///   is given to [`LtGemm::run_with_bias`]. Bf16 and Fp8E4m3 only (D is bf16); INT8's D is
     ///   i32.
+    /// - `accumulation`: [`LtAccumulation::Fast`] sets `CUBLASLT_MATMUL_DESC_FAST_ACCUM` before
+    ///   the heuristic runs (it may pick other kernels for it); Fp8E4m3 only.
     #[allow(clippy::too_many_arguments)]
     pub fn plan_scaled(
         &self,
@@ -423,6 +491,7 @@ impl CublasLt {
         scaling: LtScaling,
         scales: Option<LtScales<'_>>,
         bias: bool,
+        accumulation: LtAccumulation,
     ) -> GpuResult<LtGemm> {
         use sys::cublasLtMatmulDescAttributes_t as Desc;
 
@@ -448,6 +517,12 @@ impl CublasLt {
             let version = unsafe { sys::cublasLtGetVersion() };
             lt_version_supports(scaling, version).map_err(unsupported)?;
         }
+        if !precision.accumulations().contains(&accumulation) {
+            return Err(unsupported(format!(
+                "{accumulation:?} accumulation: {precision} takes only {:?}",
+                precision.accumulations()
+            )));
+        }
         if bias && precision == LtPrecision::Int8 {
             return Err(unsupported(
                 "a bias needs a bf16 D (Bf16 or Fp8E4m3); INT8's D is i32".into(),
@@ -466,6 +541,14 @@ impl CublasLt {
         );
         set_desc(&desc, Desc::CUBLASLT_MATMUL_DESC_TRANSA, &CUBLAS_OP_T)?;
         set_desc(&desc, Desc::CUBLASLT_MATMUL_DESC_TRANSB, &CUBLAS_OP_N)?;
+        if accumulation != LtAccumulation::Default {
+            // int8_t, per the cuBLASLt documentation of the attribute.
+            set_desc(
+                &desc,
+                Desc::CUBLASLT_MATMUL_DESC_FAST_ACCUM,
+                &accumulation.flag(),
+            )?;
+        }
 
         // FP8 GEMMs dequantise with f32 scales read from device memory when the kernel runs (so
         // a real pipeline can compute them on the GPU). Each operand gets its own allocation, so
@@ -596,6 +679,7 @@ impl CublasLt {
         Ok(LtGemm {
             precision,
             scaling,
+            accumulation,
             shape: (m, n, k),
             bytes,
             alpha,
@@ -618,6 +702,7 @@ impl CublasLt {
 pub struct LtGemm {
     precision: LtPrecision,
     scaling: LtScaling,
+    accumulation: LtAccumulation,
     shape: (usize, usize, usize),
     bytes: LtOperandBytes,
     alpha: Scalar,
@@ -642,6 +727,10 @@ pub struct LtGemm {
 impl LtGemm {
     pub fn precision(&self) -> LtPrecision {
         self.precision
+    }
+
+    pub fn accumulation(&self) -> LtAccumulation {
+        self.accumulation
     }
 
     /// The scale mode the plan runs with: [`LtScaling::None`] for Bf16 and Int8, never `None`

@@ -15,6 +15,29 @@ fn element_sizes() {
 }
 
 #[test]
+fn fp8_runs_both_accumulations_with_distinct_labels() {
+    use LtAccumulation::*;
+    assert_eq!(LtPrecision::Fp8E4m3.accumulations(), [Default, Fast]);
+    assert_eq!(LtPrecision::Bf16.accumulations(), [Default]);
+    assert_eq!(LtPrecision::Int8.accumulations(), [Default]);
+    // The default keeps the label rows have always had.
+    assert_eq!(
+        variant_label(LtPrecision::Fp8E4m3, Default),
+        "cublasLt fp8-e4m3"
+    );
+    assert_eq!(
+        variant_label(LtPrecision::Fp8E4m3, Fast),
+        "cublasLt fp8-e4m3 fast-accum"
+    );
+    for precision in LtPrecision::ALL {
+        for &a in precision.accumulations() {
+            assert_eq!(label_accumulation(&variant_label(precision, a)), a);
+        }
+    }
+    assert_eq!(label_accumulation("cublasLt bf16"), Default);
+}
+
+#[test]
 fn operand_bytes_follow_the_shape() {
     let bytes = check_shape(LtPrecision::Int8, 8, 3, 12).unwrap();
     assert_eq!(
@@ -510,7 +533,17 @@ fn scaled_fp8_and_bias_gemms_match_the_host() {
                 eprintln!("skipping {label}: {why}");
                 continue;
             }
-            let planned = lt.plan_scaled(&gpu, precision, m, n, k, scaling, case.scales, with_bias);
+            let planned = lt.plan_scaled(
+                &gpu,
+                precision,
+                m,
+                n,
+                k,
+                scaling,
+                case.scales,
+                with_bias,
+                LtAccumulation::Default,
+            );
             let mut plan = match planned {
                 Ok(plan) => plan,
                 Err(e @ GpuError::LtUnsupported { .. }) if case.optional => {
@@ -565,7 +598,7 @@ fn scaled_fp8_and_bias_gemms_match_the_host() {
     assert!(ran > 0, "no case ran");
     // Arguments cuBLASLt never sees.
     let (m, n, k) = (144, 40, 160);
-    assert!(matches!(
+    let int8 = |bias, accumulation| {
         lt.plan_scaled(
             &gpu,
             LtPrecision::Int8,
@@ -574,9 +607,18 @@ fn scaled_fp8_and_bias_gemms_match_the_host() {
             64,
             LtScaling::None,
             None,
-            true
-        ),
+            bias,
+            accumulation,
+        )
+    };
+    assert!(matches!(
+        int8(true, LtAccumulation::Default),
         Err(GpuError::LtUnsupported { .. })
+    ));
+    // Fast accumulation is an FP8 flag.
+    assert!(matches!(
+        int8(false, LtAccumulation::Fast),
+        Err(GpuError::LtUnsupported { reason, .. }) if reason.contains("Fast")
     ));
     if arch >= (8, 9) {
         let short = [1.0f32; 3];
@@ -592,7 +634,8 @@ fn scaled_fp8_and_bias_gemms_match_the_host() {
                     a: &short,
                     b: &short
                 }),
-                false
+                false,
+                LtAccumulation::Default
             ),
             Err(GpuError::LtArgument(_))
         ));
