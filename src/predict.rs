@@ -118,6 +118,15 @@ pub fn prediction_table(predictions: &[Prediction]) -> Table {
     t
 }
 
+/// The prediction table as printed, with the footnote when a figure rests on an unconfirmed value.
+pub fn render_predictions(predictions: &[Prediction]) -> String {
+    let mut text = prediction_table(predictions).to_string();
+    if any_unconfirmed(predictions) {
+        text = format!("{text}\n{UNCONFIRMED_FOOTNOTE}");
+    }
+    text
+}
+
 /// Whether any prediction rests on an unconfirmed value (then print [`UNCONFIRMED_FOOTNOTE`]).
 pub fn any_unconfirmed(predictions: &[Prediction]) -> bool {
     predictions.iter().any(|p| p.unconfirmed)

@@ -60,6 +60,13 @@ fn run_without_gpu_explains_and_shows_the_kernel_table() {
     );
     let (code, _) = roofbench(&["run", "--quick", "--require-gpu"]);
     assert_eq!(code, 3, "no GPU: its own code, not a usage error's 2");
+    // A GPU whose spec values are unconfirmed: the marks come with their explanation.
+    let (code, text) = roofbench(&["run", "stream", "--quick", "--predict-gpu", "GH200"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains('*') && text.contains("marks unconfirmed"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -32,10 +32,7 @@ pub fn run(args: PredictArgs, ctx: &Context) -> Result<()> {
         spec.name,
         origin_word(spec)
     );
-    println!("{}", predict::prediction_table(&predictions));
-    if predict::any_unconfirmed(&predictions) {
-        println!("{}", predict::UNCONFIRMED_FOOTNOTE);
-    }
+    println!("{}", predict::render_predictions(&predictions));
     if let Some(path) = args.csv {
         roofbench::report::write_rows_csv(&predictions, &path)
             .with_context(|| format!("writing predictions to {}", path.display()))?;

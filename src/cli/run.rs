@@ -97,7 +97,7 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode> {
             );
             println!(
                 "{}",
-                predict::prediction_table(&predict::predict(spec, &plans))
+                predict::render_predictions(&predict::predict(spec, &plans))
             );
             eprintln!(
                 "\nsummary: no GPU, so nothing was measured; the table above is PREDICTED from \
