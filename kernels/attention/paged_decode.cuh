@@ -28,7 +28,9 @@
 //           the split's (scaled, soft-capped) scores. A split with no visible key for a row
 //           writes zeros and -INFINITY there.
 //   Split s of a sequence covers keys [s*chunk, min((s+1)*chunk, ctx)) with
-//   chunk = ceil(ceil(ctx / num_splits) / page_size) * page_size (common/attention.cuh).
+//   chunk = ceil(ceil(ctx / num_splits) / split_align) * split_align (common/attention.cuh);
+//   split_align is the page size of a paged cache, and that of the paged case a contiguous
+//   cache (page_size = the whole context) stands beside, so both split alike.
 //
 // paged_decode_merge_<q>, q in {bf16, fp16}
 //   block 64 threads (PAGED_DECODE_MERGE_BLOCK = 64), grid (q_len * num_q_heads, batch), no
@@ -92,7 +94,7 @@ struct DecodeArgs {
   int scale_stride;
   float* o_partial;
   float* lse_partial;
-  int q_len, num_q_heads, num_kv_heads, head_dim, page_size, num_splits;
+  int q_len, num_q_heads, num_kv_heads, head_dim, page_size, num_splits, split_align;
   float softmax_scale, softcap;
   int window;
   bool q_converts, e5m2;
@@ -235,7 +237,7 @@ template <bool FP8, typename CT, int D> __device__ __noinline__ void paged_decod
 
   const int split = blockIdx.x, kv_head = blockIdx.y, seq = blockIdx.z;
   const int context = a.context_lens[seq];
-  rb::KeyRange keys = rb::split_keys(context, a.num_splits, a.page_size, split);
+  rb::KeyRange keys = rb::split_keys(context, a.num_splits, a.split_align, split);
   // Keys below the lowest row's window are never loaded.
   if (a.window > 0) keys.begin = max(keys.begin, context - a.q_len - a.window + 1);
   const int num_tiles = keys.end > keys.begin ? (keys.end - keys.begin + kKeys - 1) / kKeys : 0;
@@ -641,11 +643,12 @@ __device__ __forceinline__ void merge_splits(const float* o_partial, const float
           const int* block_tables, int max_pages_per_seq, const int* context_lens,               \
           const float* k_scales, const float* v_scales, int scale_stride, float* o_partial,      \
           float* lse_partial, int q_len, int num_q_heads, int num_kv_heads, int head_dim,        \
-          int page_size, int num_splits, float softmax_scale, float softcap, int window) {       \
+          int page_size, int num_splits, int split_align, float softmax_scale, float softcap,    \
+          int window) {                                                                          \
     paged_decode<FP8, CT, D>({q, k_pool, v_pool, block_tables, max_pages_per_seq, context_lens,  \
                               k_scales, v_scales, scale_stride, o_partial, lse_partial, q_len,   \
                               num_q_heads, num_kv_heads, head_dim, page_size, num_splits,        \
-                              softmax_scale, softcap, window, Q_CONVERTS, E5M2});                \
+                              split_align, softmax_scale, softcap, window, Q_CONVERTS, E5M2});   \
   }
 
 #define RB_PAGED_DECODE_HEAD_DIMS(KV_NAME, KV_STORAGE, Q_NAME, QT, FP8, CT, Q_CONVERTS, E5M2)   \

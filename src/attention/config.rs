@@ -105,7 +105,8 @@ impl AttentionConfig {
     }
 
     /// Keys query `i` (0-based among the q_len new tokens) of a sequence with `ctx` may attend:
-    /// causal up to its own position, limited by the window.
+    /// causal up to its own position, limited by the window. The window is vLLM's
+    /// `sliding_window`: the last `window` keys *including* the query's own token.
     pub fn allowed_keys(&self, ctx: usize, i: usize) -> std::ops::Range<usize> {
         let position = ctx - self.q_len + i;
         let start = if self.window > 0 {
@@ -114,6 +115,26 @@ impl AttentionConfig {
             0
         };
         start..position + 1
+    }
+
+    /// What splits are rounded to: the case's page size for both layouts (a contiguous cache has
+    /// one page per sequence, and rounding to that would leave it unsplit).
+    pub fn split_align(&self) -> usize {
+        self.page_size
+    }
+
+    /// Keys `[begin, end)` of split `split` of a sequence of `context` tokens, as the decode kernel
+    /// cuts them (`split_keys` in kernels/common/attention.cuh).
+    pub fn split_keys(
+        &self,
+        context: usize,
+        num_splits: usize,
+        split: usize,
+    ) -> std::ops::Range<usize> {
+        let align = self.split_align();
+        let chunk = context.div_ceil(num_splits).div_ceil(align) * align;
+        let begin = (split * chunk).min(context);
+        begin..(begin + chunk).min(context)
     }
 
     /// Split-K factor: enough CTAs (batch x kv heads x splits) to fill the GPU twice over, each
@@ -132,8 +153,13 @@ impl AttentionConfig {
     /// over the allowed keys).
     pub fn workload(&self) -> Workload {
         let lens = self.context_lens();
-        let kv_bytes: usize =
-            lens.iter().sum::<usize>() * self.kv_heads * self.head_dim * 2 * self.kv_dtype.bytes();
+        // Only the keys some query may see: with a sliding window, the last `window` keys of the
+        // first new token up to the newest one, not the whole context.
+        let needed_keys: usize = lens
+            .iter()
+            .map(|&c| c - self.allowed_keys(c, 0).start)
+            .sum();
+        let kv_bytes = needed_keys * self.kv_heads * self.head_dim * 2 * self.kv_dtype.bytes();
         let q_and_out =
             2 * self.batch * self.q_len * self.q_heads * self.head_dim * self.q_dtype.bytes();
         let keys: usize = lens
@@ -196,6 +222,10 @@ impl AttentionConfig {
         }
         if c.page_size == 0 || c.page_size > MAX_CONTEXT {
             bail!("page size must be 1..={MAX_CONTEXT}");
+        }
+        // The kernels take it as an i32; one longer than any context has no effect anyway.
+        if c.window > MAX_CONTEXT {
+            bail!("window {} must be 0 (none) or 1..={MAX_CONTEXT}", c.window);
         }
         if !matches!(c.q_dtype, Element::Bf16 | Element::Fp16) {
             bail!("queries are bf16 or fp16, not {}", c.q_dtype);
@@ -362,7 +392,7 @@ pub fn keys() -> Vec<Key> {
         ),
         Key::new("q", Value::Text("bf16|fp16"), Absent::Value("bf16"), "query and output type"),
         Key::new("qlen", Value::Int, Absent::Value("1"), "new tokens per sequence, 1..=8"),
-        Key::new("window", Value::Int, Absent::Value("0"), "sliding window in tokens, 0 for none"),
+        Key::new("window", Value::Int, Absent::Value("0"), "sliding window: the last N keys including the current token (vLLM's sliding_window), 0 for none"),
         Key::new("softcap", Value::Real, Absent::Value("0"), "logit soft-cap, 0 for none"),
         Key::new(
             "scale",
@@ -442,6 +472,51 @@ mod tests {
         assert!(err("ctx=100,lens=1:2").contains("not both"));
         assert!(err("b=2,batch=3").contains("`b` is given twice"));
         assert!(err("lens=1:x").starts_with("lens=1:x: "));
+    }
+
+    #[test]
+    fn contiguous_and_paged_caches_split_alike() {
+        for spec in [
+            "b=1,ctx=4096,p=16",
+            "b=1,ctx=1000,p=7",
+            "b=2,ctx=300,p=64,splits=5",
+        ] {
+            let paged = AttentionConfig::parse(spec).unwrap();
+            let contiguous = AttentionConfig::parse(&format!("{spec},layout=contiguous")).unwrap();
+            let ctx = paged.max_context();
+            let splits = paged.num_splits(132);
+            assert_eq!(splits, contiguous.num_splits(132));
+            let cut = |c: &AttentionConfig| -> Vec<_> {
+                (0..splits).map(|s| c.split_keys(ctx, splits, s)).collect()
+            };
+            assert_eq!(cut(&paged), cut(&contiguous), "{spec}");
+            let busy = cut(&contiguous).iter().filter(|r| !r.is_empty()).count();
+            assert!(
+                busy > 1 || splits == 1,
+                "{spec}: {busy} of {splits} splits work"
+            );
+            // Every key in exactly one split, in order.
+            let keys: Vec<usize> = cut(&paged).into_iter().flatten().collect();
+            assert_eq!(keys, (0..ctx).collect::<Vec<_>>(), "{spec}");
+        }
+    }
+
+    #[test]
+    fn a_sliding_window_counts_only_the_keys_it_sees() {
+        let c = AttentionConfig::parse("b=1,ctx=70000,window=4096,heads=32/8,d=128").unwrap();
+        let per_key = 8 * 128 * 2 * 2;
+        let qo = 2 * 32 * 128 * 2;
+        assert_eq!(c.workload().bytes, (4096 * per_key + qo) as u64);
+        // Four new tokens see 4096 keys each, 4099 distinct ones together.
+        let q4 =
+            AttentionConfig::parse("b=1,ctx=70000,window=4096,qlen=4,heads=32/8,d=128").unwrap();
+        assert_eq!(q4.workload().bytes, (4099 * per_key + 4 * qo) as u64);
+        assert_eq!(q4.allowed_keys(70000, 3), 70000 - 4096..70000);
+        // A window longer than the context changes nothing; one past any context is refused.
+        let wide = AttentionConfig::parse("b=1,ctx=1000,window=5000").unwrap();
+        let none = AttentionConfig::parse("b=1,ctx=1000").unwrap();
+        assert_eq!(wide.workload(), none.workload());
+        assert!(AttentionConfig::parse("window=4294967297").is_err());
     }
 
     #[test]

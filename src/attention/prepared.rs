@@ -187,9 +187,10 @@ impl PreparedAttention {
             c.kv_heads as i32,
             c.head_dim as i32,
         );
-        let (page_size, splits, window) = (
+        let (page_size, splits, split_align, window) = (
             self.layout.page_size as i32,
             self.splits as i32,
+            c.split_align() as i32,
             c.window as i32,
         );
         let (softmax_scale, softcap) = (c.softmax_scale(), c.softcap);
@@ -208,6 +209,7 @@ impl PreparedAttention {
             .value(&head_dim)
             .value(&page_size)
             .value(&splits)
+            .value(&split_align)
             .value(&softmax_scale)
             .value(&softcap)
             .value(&window);
