@@ -82,23 +82,26 @@ constexpr float kLn2 = 0.69314718055994531f;
 
 // Pointers untyped: one compiled body serves the instances that differ only in q_converts (a
 // 16-bit cache read with queries of the other 16-bit type) or e5m2 (which fp8 format).
+// Pointers first, then 4-byte fields: no padding. The struct is passed by value to the
+// __noinline__ body, and past 128 bytes ptxas (nvcc 13.0, sm_90a) spills 36-116 bytes in the
+// d64, d256 and dany bodies (seen when split_align made it 136 bytes with padding).
 struct DecodeArgs {
   const void* q;
   const void* k_pool;
   const void* v_pool;
   const int* block_tables;
-  int max_pages_per_seq;
   const int* context_lens;
   const float* k_scales;
   const float* v_scales;
-  int scale_stride;
   float* o_partial;
   float* lse_partial;
+  int max_pages_per_seq, scale_stride;
   int q_len, num_q_heads, num_kv_heads, head_dim, page_size, num_splits, split_align;
   float softmax_scale, softcap;
   int window;
   bool q_converts, e5m2;
 };
+static_assert(sizeof(DecodeArgs) <= 128, "a larger argument struct makes the bodies spill");
 
 // Compile-time shape of one body; D == 0 is the run-time head_dim body, laid out for 256.
 template <bool FP8, int D> struct DecodeConfig {
@@ -645,8 +648,8 @@ __device__ __forceinline__ void merge_splits(const float* o_partial, const float
           float* lse_partial, int q_len, int num_q_heads, int num_kv_heads, int head_dim,        \
           int page_size, int num_splits, int split_align, float softmax_scale, float softcap,    \
           int window) {                                                                          \
-    paged_decode<FP8, CT, D>({q, k_pool, v_pool, block_tables, max_pages_per_seq, context_lens,  \
-                              k_scales, v_scales, scale_stride, o_partial, lse_partial, q_len,   \
+    paged_decode<FP8, CT, D>({q, k_pool, v_pool, block_tables, context_lens, k_scales, v_scales, \
+                              o_partial, lse_partial, max_pages_per_seq, scale_stride, q_len,    \
                               num_q_heads, num_kv_heads, head_dim, page_size, num_splits,        \
                               split_align, softmax_scale, softcap, window, Q_CONVERTS, E5M2});   \
   }
