@@ -6,10 +6,11 @@ use rand::seq::index::sample;
 use rand::Rng;
 
 use super::config::{AttentionConfig, FAST_HEAD_DIMS};
+use super::inputs::{layout_of, CaseInputs};
 use super::layout::PagedLayout;
-use super::reference::{decode_reference, tolerance, HostInputs};
+use super::reference::{decode_reference, tolerance, Arithmetic, HostInputs};
 use crate::gpu::{Buffer, Gpu, GpuResult, Kernel, Launch};
-use crate::numeric::{random_encoded, Element};
+use crate::numeric::Element;
 use crate::suite::{Check, LaunchFn, Provider, Variant, Variants};
 
 // Launch shapes, from the headers of kernels/attention/paged_decode.cu and paged_append.cu.
@@ -61,14 +62,6 @@ pub fn all_kernel_names() -> Vec<String> {
     names
 }
 
-fn layout_of(c: &AttentionConfig, seed: u64) -> PagedLayout {
-    if c.contiguous {
-        PagedLayout::contiguous(&c.context_lens())
-    } else {
-        PagedLayout::paged(&c.context_lens(), c.page_size, seed)
-    }
-}
-
 /// Device memory of a prepared case: pools, q/out, partials, tables.
 pub fn device_bytes(c: &AttentionConfig) -> u64 {
     let layout = layout_of(c, 0);
@@ -110,50 +103,24 @@ impl PreparedAttention {
     /// Random inputs on a shuffled page table; the decode + merge pair and the append kernel.
     pub fn prepare(gpu: &Gpu, c: &AttentionConfig) -> Result<Variants<PreparedAttention>> {
         c.validate()?;
-        let mut rng = rand::rng();
-        let layout = layout_of(c, rng.random());
-        let mut seed = || -> u64 { rng.random() };
+        let CaseInputs {
+            layout,
+            q_bytes,
+            host,
+            k_new_bytes,
+            v_new_bytes,
+        } = CaseInputs::generate(c, rand::rng().random());
         let splits = c.num_splits(gpu.info().sms);
-        let (kvh, d) = (c.kv_heads, c.head_dim);
-        let pool = layout.pool_elements(kvh, d);
-        let scales: Vec<f32> = (0..kvh)
-            .map(|h| super::fp8_scale(c.kv_dtype, h, c.per_head_scales))
-            .collect();
-        // The kv head of pool element i: pools are [page][kv_head][page_size][dim].
-        let head_of = |i: usize| (i / (layout.page_size * d)) % kvh;
-        let k_bytes = random_encoded(seed(), pool, c.kv_dtype, |i| scales[head_of(i)]);
-        let mut v_bytes = random_encoded(seed(), pool, c.kv_dtype, |i| scales[head_of(i)]);
-        let rows = c.batch * c.q_len * c.q_heads;
-        let mut q_bytes = random_encoded(seed(), rows * d, c.q_dtype, |_| 1.0);
-        if c.index_data {
-            q_bytes.fill(0); // +0.0 in bf16 and fp16
-            let e = c.kv_dtype;
-            for (b, &ctx) in layout.context_lens.iter().enumerate() {
-                for t in 0..ctx as usize {
-                    for (h, scale) in scales.iter().enumerate() {
-                        for dd in 0..d {
-                            let i = layout.index(b, t, h, kvh, d, dd);
-                            let stored = if t % d == dd { 1.0 / scale } else { 0.0 };
-                            e.encode_to(stored, &mut v_bytes[i * e.bytes()..(i + 1) * e.bytes()]);
-                        }
-                    }
-                }
-            }
-        }
-        let new_elements = c.batch * c.q_len * kvh * d;
-        let k_new_bytes = random_encoded(seed(), new_elements, c.q_dtype, |_| 1.0);
-        let v_new_bytes = random_encoded(seed(), new_elements, c.q_dtype, |_| 1.0);
-        let q = c.q_dtype.decode_all(&q_bytes);
-
+        let (rows, d) = (c.batch * c.q_len * c.q_heads, c.head_dim);
         let variants = vec![decode_variant(gpu, c), append_variant(gpu, c)];
         let prepared = PreparedAttention {
             q: gpu.upload(&q_bytes)?,
-            k_pool: gpu.upload(&k_bytes)?,
-            v_pool: gpu.upload(&v_bytes)?,
+            k_pool: gpu.upload(&host.k_pool)?,
+            v_pool: gpu.upload(&host.v_pool)?,
             block_tables: gpu.upload(&layout.block_tables)?,
             context_lens: gpu.upload(&layout.context_lens)?,
-            k_scales: gpu.upload(&scales)?,
-            v_scales: gpu.upload(&scales)?,
+            k_scales: gpu.upload(&host.k_scales)?,
+            v_scales: gpu.upload(&host.v_scales)?,
             o_partial: gpu.alloc(splits * rows * d)?,
             lse_partial: gpu.alloc(splits * rows)?,
             out: gpu.alloc(rows * d * c.q_dtype.bytes())?,
@@ -161,14 +128,7 @@ impl PreparedAttention {
             v_new: gpu.upload(&v_new_bytes)?,
             k_new_host: c.q_dtype.decode_all(&k_new_bytes),
             v_new_host: c.q_dtype.decode_all(&v_new_bytes),
-            host: HostInputs {
-                q,
-                kv_format: c.kv_dtype,
-                k_pool: k_bytes,
-                v_pool: v_bytes,
-                k_scales: scales.clone(),
-                v_scales: scales,
-            },
+            host,
             max_pages: layout.max_pages_per_seq as i32,
             scale_stride: i32::from(c.per_head_scales),
             config: c.clone(),
@@ -282,14 +242,8 @@ impl PreparedAttention {
         let got = self.config.q_dtype.decode_all(&gpu.download(&self.out)?);
         let checked = rows_to_check(&self.config);
         let rows = decode_reference(&self.config, &self.layout, &self.host, &checked);
-        // The kernels compute in the KV type for 16-bit caches (queries are rounded to it once)
-        // and in the query type for FP8 caches (FP8 widens exactly); the output is the q type.
         let c = &self.config;
-        let u_out = c.q_dtype.unit_roundoff();
-        let u_compute = match c.kv_dtype {
-            Element::Bf16 | Element::Fp16 => u_out.max(c.kv_dtype.unit_roundoff()),
-            _ => u_out,
-        };
+        let arithmetic = Arithmetic::of(c, self.splits);
         let d = c.head_dim;
         let (mut err2, mut ref2, mut failures, mut first) = (0f64, 0f64, 0usize, None);
         for (&r, row) in checked.iter().zip(&rows) {
@@ -299,7 +253,7 @@ impl PreparedAttention {
                 err2 += err * err;
                 ref2 += want * want;
                 // NaN (an unwritten element) fails too: it is not within any bound.
-                let within = err <= tolerance(row, dd, u_out, u_compute);
+                let within = err <= tolerance(row, dd, &arithmetic);
                 if !within {
                     failures += 1;
                     first.get_or_insert(format!("row {r} element {dd}: got {g}, want {want}"));

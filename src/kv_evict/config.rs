@@ -322,8 +322,13 @@ impl EvictConfig {
                 "eviction cases take the decode cache (qlen=1); the score pass's rows are `obs=`"
             );
         }
-        if self.cache.window > 0 || self.cache.softcap > 0.0 || self.cache.contiguous {
-            bail!("window=, softcap= and layout= are attention options, not eviction ones");
+        let c = &self.cache;
+        // The eviction kernels read one scale per head for K and V, from an unshared cache.
+        let custom_scales = !c.k_scale.is_empty() || !c.v_scale.is_empty();
+        if c.window > 0 || c.softcap > 0.0 || c.contiguous || c.prefix > 0 || custom_scales {
+            bail!(
+                "window=, softcap=, layout=, prefix=, kscale= and vscale= are attention options, not eviction ones"
+            );
         }
         let needs_scores = self.needs_scores();
         if self.op == Op::Score && !needs_scores {
