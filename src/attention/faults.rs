@@ -134,7 +134,9 @@ impl Checked {
         for ((r, want), got) in self.rows.iter().zip(&self.exact).zip(got) {
             for (dd, &g) in got.iter().enumerate() {
                 let (err, bound) = ((g - want.out[dd]).abs(), tolerance(want, dd, &arithmetic));
-                if !(err <= bound) {
+                // NaN fails too, as on the GPU.
+                let within = err <= bound;
+                if !within {
                     return Some(format!(
                         "row {r} element {dd}: error {err:.3e}, bound {bound:.3e}"
                     ));

@@ -26,6 +26,8 @@ pub struct RowReference {
     pub out: Vec<f64>,
     /// Σ_j p_j |v_jd| per element: the magnitude a relative error in the p_j scales by.
     pub abs_weighted: Vec<f64>,
+    /// Σ_j |v_jd| per element: what an absolute error in each p_j (a subnormal P) scales by.
+    pub abs_sum: Vec<f64>,
     /// The largest |score| of the row (scaled q·k after soft-cap): exp's error grows with it.
     pub max_abs_score: f64,
     /// The largest Σ_d |q_d k_jd| · softmax_scale of the row: a relative error in q (rounded
@@ -131,6 +133,7 @@ pub fn decode_reference_with(
             let sum: f64 = weights.iter().sum();
             let mut out = vec![0f64; d];
             let mut abs_weighted = vec![0f64; d];
+            let mut abs_sum = vec![0f64; d];
             for (&w, &j) in weights.iter().zip(&spec.keys) {
                 let p = w / sum;
                 let p_used = spec.round_p.map_or(w, |f| f64::from(f.round(w as f32))) / sum;
@@ -138,11 +141,13 @@ pub fn decode_reference_with(
                 for dd in 0..d {
                     out[dd] += p_used * row[dd];
                     abs_weighted[dd] += p * row[dd].abs();
+                    abs_sum[dd] += row[dd].abs();
                 }
             }
             RowReference {
                 out,
                 abs_weighted,
+                abs_sum,
                 max_abs_score: scores.iter().fold(0f64, |m, s| m.max(s.abs())),
                 max_abs_dot,
             }
@@ -157,6 +162,9 @@ pub struct Arithmetic {
     pub u_out: f64,
     /// The unit roundoff of CT, the 16-bit type both products read: P is rounded to it.
     pub u_ct: f64,
+    /// Half CT's subnormal spacing: P below CT's smallest normal is rounded with this absolute
+    /// error, not u_ct relative (fp16: 2^-25; bf16's range makes it nil).
+    pub tiny_ct: f64,
     /// q's rounding to CT: CT's unit roundoff when q is the other 16-bit type than a 16-bit
     /// cache; 0 when q is CT already (a same-type 16-bit cache, or any FP8 cache, whose K and V
     /// widen into q's type exactly).
@@ -179,6 +187,10 @@ impl Arithmetic {
         Arithmetic {
             u_out,
             u_ct,
+            tiny_ct: match ct {
+                Element::Fp16 => 2f64.powi(-25),
+                _ => 2f64.powi(-134),
+            },
             u_q: if ct == c.q_dtype { 0.0 } else { u_ct },
             head_dim: c.head_dim,
             keys_per_split: c.split_keys(ctx, splits, 0).len().max(1),
@@ -201,12 +213,16 @@ impl Arithmetic {
 /// - **output** rounded to the q type: u_out |out|.
 /// - **P rounded to CT** before P·V, while the row sum l keeps the f32 values: each p_j in the
 ///   numerator is off by a factor (1 ± u_ct), nothing in l compensates: u_ct S. (V is exact in
-///   CT: a 16-bit cache is CT, FP8 widens exactly; v_scale is applied in f32 at the end.)
+///   CT: a 16-bit cache is CT, FP8 widens exactly; v_scale is applied in f32 at the end.) A p_j
+///   below CT's smallest normal (fp16: 2^-14; peaked rows have many) is off by up to tiny_ct
+///   absolute instead; p is relative to a running max that only grows, so l ≥ 1 in the same
+///   units: tiny_ct Σ_j |v_jd|.
 /// - **Score errors** δ (natural-log units, per key) change each normalised p_j by a factor
 ///   within e^{±2δ} (numerator and l both move), so the output by at most (e^{2δ} - 1) S:
 ///   - q rounded to CT, only when the kernel does it (`u_q`): |Δs| ≤ u_q Σ|q k| scale;
 ///   - the f32 dot product in mma (products of 16-bit operands are exact in f32; d / 16
-///     accumulating steps): (d/16 + 2) 2^-23 Σ|q k| scale;
+///     accumulating steps, each off by up to 2 2^-23 of the magnitudes summed, as tensor cores
+///     may truncate): 2 (d/16 + 1) 2^-23 Σ|q k| scale;
 ///   - f32 scaling by softmax_scale · k_scale · log2(e) (folded, three roundings), s - max, and
 ///     ex2.approx (2^-22 relative): 2^-21 (1 + |s|max);
 ///   - soft-cap as 1 - 2 / (1 + 2^y) (absolute error about 1e-7 of the cap): 2^-20 cap;
@@ -215,10 +231,11 @@ impl Arithmetic {
 /// - **f32 sums**: per split, l and O gather about keys/16 tile terms (and a rescale per tile),
 ///   each add off by 2^-23 relative at worst (mma may truncate), and the merge adds splits:
 ///   (4 (keys/16) + splits + 16) 2^-23 S.
+///
 /// None of these is charged twice: the old bound charged the rounding of q and K to a common
 /// type for every case (≈10x too loose for same-type and FP8 caches) and u_ct twice.
 pub fn tolerance(row: &RowReference, dd: usize, a: &Arithmetic) -> f64 {
-    let f32_dot = (a.head_dim as f64 / 16.0 + 2.0) * 2f64.powi(-23);
+    let f32_dot = 2.0 * (a.head_dim as f64 / 16.0 + 1.0) * 2f64.powi(-23);
     let keys = (a.keys_per_split * a.splits) as f64;
     let delta = (a.u_q + f32_dot) * row.max_abs_dot
         + 2f64.powi(-21) * (1.0 + row.max_abs_score)
@@ -228,6 +245,7 @@ pub fn tolerance(row: &RowReference, dd: usize, a: &Arithmetic) -> f64 {
     let f32_sums = (4.0 * tiles + a.splits as f64 + 16.0) * 2f64.powi(-23);
     a.u_out * row.out[dd].abs()
         + (a.u_ct + (2.0 * delta).exp_m1() + f32_sums) * row.abs_weighted[dd]
+        + a.tiny_ct * row.abs_sum[dd]
 }
 
 #[cfg(test)]
@@ -310,6 +328,7 @@ mod tests {
         let row = RowReference {
             out: vec![0.1],
             abs_weighted: vec![0.5],
+            abs_sum: vec![100.0],
             max_abs_score: 1.0,
             max_abs_dot: 3.0,
         };
