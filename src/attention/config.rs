@@ -13,7 +13,8 @@ pub const MAX_CONTEXT: usize = 131_072;
 pub const MAX_GROUP: usize = 16;
 pub const MAX_Q_LEN: usize = 8;
 pub const MAX_HEAD_DIM: usize = 256;
-/// Head dims with compiled instances; other multiples of 16 use the generic path.
+/// Head dims with compiled instances; other multiples of 16 (of 8 on 16-bit caches) use the
+/// generic path.
 pub const FAST_HEAD_DIMS: [usize; 5] = [64, 96, 128, 192, 256];
 pub const MAX_SPLITS: usize = 64;
 /// Batch and kv heads are grid dimensions (z and y), which CUDA caps at 65535.
@@ -287,16 +288,19 @@ impl AttentionConfig {
                 c.group()
             );
         }
-        if c.head_dim == 0 || c.head_dim % 16 != 0 || c.head_dim > MAX_HEAD_DIM {
-            // Why not 120 (a multiple of 8, served by vLLM): Q K^T steps through head_dim in k16
-            // mma fragments, so the last step would read 8 columns past the row (q and K would
-            // need zero padding in registers and shared memory), and an FP8 row of 120 bytes is
-            // neither 16-byte aligned nor a whole number of the 16-value chunks that cp.async
-            // copies and the widening pass converts.
+        if c.head_dim == 0 || c.head_dim % 8 != 0 || c.head_dim > MAX_HEAD_DIM {
             bail!(
-                "head dim {} must be a multiple of 16 up to {MAX_HEAD_DIM} (the kernels step Q K^T in \
-                 k16 mma fragments and copy rows in 16-byte chunks; 120 and other odd multiples of 8 \
-                 are not supported)",
+                "head dim {} must be a multiple of 8 (16 for an fp8 cache) up to {MAX_HEAD_DIM}",
+                c.head_dim
+            );
+        }
+        // 120 and other odd multiples of 8 run on 16-bit caches with zero-padded columns; an
+        // fp8 row of them is neither 16-byte aligned nor whole 16-value chunks, which is what
+        // cp.async copies and the widening pass converts.
+        if c.head_dim % 16 != 0 && is_fp8(c.kv_dtype) {
+            bail!(
+                "head dim {} with an fp8 cache: fp8 rows are copied and widened in 16-value \
+                 (16-byte) chunks, so the head dim must be a multiple of 16",
                 c.head_dim
             );
         }
@@ -652,8 +656,10 @@ mod tests {
         let err = |s: &str| format!("{:#}", AttentionConfig::parse(s).unwrap_err());
         assert!(err("heads=32/5").contains("multiple of kv heads"));
         assert!(err("heads=64/2").contains("at most 16"));
-        assert!(err("d=100").contains("multiple of 16"));
-        assert!(err("d=120").contains("k16 mma fragments"));
+        assert!(err("d=100").contains("multiple of 8"));
+        // vLLM's 120: 16-bit caches only.
+        assert!(AttentionConfig::parse("d=120,kv=fp16,q=bf16").is_ok());
+        assert!(err("d=120,kv=e4m3").contains("16-value (16-byte) chunks"));
         assert!(AttentionConfig::parse("d=112,data=peaked")
             .unwrap()
             .name()

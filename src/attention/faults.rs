@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use super::config::{AttentionConfig, Data};
 use super::inputs::CaseInputs;
 use super::reference::{
-    decode_reference, decode_reference_with, tolerance, Arithmetic, RowReference, RowSpec,
+    compare, decode_reference, decode_reference_with, Arithmetic, RowReference, RowSpec,
 };
 use super::verify_specs;
 
@@ -131,19 +131,7 @@ impl Checked {
     /// The first element of `got` outside the bound, as the GPU verification judges it.
     fn first_failure(&self, got: &[Vec<f64>]) -> Option<String> {
         let arithmetic = Arithmetic::of(&self.c, self.splits);
-        for ((r, want), got) in self.rows.iter().zip(&self.exact).zip(got) {
-            for (dd, &g) in got.iter().enumerate() {
-                let (err, bound) = ((g - want.out[dd]).abs(), tolerance(want, dd, &arithmetic));
-                // NaN fails too, as on the GPU.
-                let within = err <= bound;
-                if !within {
-                    return Some(format!(
-                        "row {r} element {dd}: error {err:.3e}, bound {bound:.3e}"
-                    ));
-                }
-            }
-        }
-        None
+        compare(&self.rows, &self.exact, &arithmetic, |n, dd| got[n][dd]).first
     }
 
     fn ctx_of(&self, row: usize) -> usize {

@@ -112,10 +112,13 @@ pub fn verify_specs() -> Vec<String> {
             specs.push(format!("{mixed},heads=8/2,d=128,kv={kv},q={q}"));
         }
     }
-    // vLLM's head dims: the fast instances and the generic path (80, 112, 16).
-    for d in [64, 80, 96, 112, 192, 256, 16] {
+    // vLLM's head dims: the fast instances and the generic path (80, 112, 16, and 120 with its
+    // zero-padded last k16 step, also with converted queries and peaked scores).
+    for d in [64, 80, 96, 112, 120, 192, 256, 16] {
         specs.push(format!("lens=33:700,heads=4/1,d={d}"));
     }
+    specs.push("lens=1:15:16:17:300:2049,heads=8/2,d=120,kv=fp16,q=bf16".into());
+    specs.push("lens=17:300:2049,heads=8/2,d=120,kv=fp16,q=fp16,data=peaked,softcap=10".into());
     // FP8 at the largest head dims (the fast instances' widening pass) and on the generic path.
     for (d, kv) in [
         (192, "e4m3"),

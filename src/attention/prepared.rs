@@ -8,7 +8,7 @@ use rand::Rng;
 use super::config::{AttentionConfig, FAST_HEAD_DIMS};
 use super::inputs::{layout_of, CaseInputs};
 use super::layout::PagedLayout;
-use super::reference::{decode_reference, tolerance, Arithmetic, HostInputs};
+use super::reference::{compare, decode_reference, Arithmetic, Comparison, HostInputs};
 use crate::gpu::{Buffer, Gpu, GpuResult, Kernel, Launch};
 use crate::numeric::Element;
 use crate::suite::{Check, LaunchFn, Provider, Variant, Variants};
@@ -243,24 +243,14 @@ impl PreparedAttention {
         let checked = rows_to_check(&self.config);
         let rows = decode_reference(&self.config, &self.layout, &self.host, &checked);
         let c = &self.config;
-        let arithmetic = Arithmetic::of(c, self.splits);
         let d = c.head_dim;
-        let (mut err2, mut ref2, mut failures, mut first) = (0f64, 0f64, 0usize, None);
-        for (&r, row) in checked.iter().zip(&rows) {
-            for dd in 0..d {
-                let (g, want) = (f64::from(got[r * d + dd]), row.out[dd]);
-                let err = (g - want).abs();
-                err2 += err * err;
-                ref2 += want * want;
-                // NaN (an unwritten element) fails too: it is not within any bound.
-                let within = err <= tolerance(row, dd, &arithmetic);
-                if !within {
-                    failures += 1;
-                    first.get_or_insert(format!("row {r} element {dd}: got {g}, want {want}"));
-                }
-            }
-        }
-        let rel = (err2 / ref2.max(f64::MIN_POSITIVE)).sqrt();
+        let Comparison {
+            failures,
+            first,
+            rel_err: rel,
+        } = compare(&checked, &rows, &Arithmetic::of(c, self.splits), |n, dd| {
+            f64::from(got[checked[n] * d + dd])
+        });
         Ok(Check {
             passed: failures == 0,
             max_rel_err: rel,
@@ -421,6 +411,8 @@ mod tests {
     fn kernel_names_follow_the_case() {
         let c = AttentionConfig::parse("kv=e4m3,q=fp16,d=80").unwrap();
         assert_eq!(decode_kernel_name(&c), "paged_decode_e4m3_fp16_dany");
+        let d120 = AttentionConfig::parse("kv=fp16,d=120").unwrap();
+        assert_eq!(decode_kernel_name(&d120), "paged_decode_fp16_bf16_dany");
         assert_eq!(merge_kernel_name(&c), "paged_decode_merge_fp16");
         assert_eq!(append_kernel_name(&c), "paged_append_e4m3_fp16");
         let names = all_kernel_names();

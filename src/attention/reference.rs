@@ -248,6 +248,49 @@ pub fn tolerance(row: &RowReference, dd: usize, a: &Arithmetic) -> f64 {
         + a.tiny_ct * row.abs_sum[dd]
 }
 
+/// How a kernel's output compares with the reference rows, element by element.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    /// Elements outside [`tolerance`] (NaN, an unwritten element, is outside any bound).
+    pub failures: usize,
+    /// The first of them, described.
+    pub first: Option<String>,
+    /// ‖got - ref‖ / ‖ref‖ over the elements compared.
+    pub rel_err: f64,
+}
+
+/// Compares `got(n, dd)` (element dd of the n-th row of `rows`) with each reference row: what
+/// the GPU verification and the fault-injection test both judge by.
+pub fn compare(
+    rows: &[usize],
+    refs: &[RowReference],
+    a: &Arithmetic,
+    got: impl Fn(usize, usize) -> f64,
+) -> Comparison {
+    let (mut err2, mut ref2, mut failures, mut first) = (0f64, 0f64, 0usize, None);
+    for (n, (&r, row)) in rows.iter().zip(refs).enumerate() {
+        for (dd, &want) in row.out.iter().enumerate() {
+            let g = got(n, dd);
+            let err = (g - want).abs();
+            err2 += err * err;
+            ref2 += want * want;
+            let bound = tolerance(row, dd, a);
+            let within = err <= bound;
+            if !within {
+                failures += 1;
+                first.get_or_insert_with(|| {
+                    format!("row {r} element {dd}: got {g}, want {want} (bound {bound:.2e})")
+                });
+            }
+        }
+    }
+    Comparison {
+        failures,
+        first,
+        rel_err: (err2 / ref2.max(f64::MIN_POSITIVE)).sqrt(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::config::Lengths;
@@ -321,6 +364,24 @@ mod tests {
         assert!(rows[0].max_abs_score <= 2.0);
         // Capped scores 2·tanh(·) all near 2: nearly uniform weights.
         assert!((rows[0].out[0] - 3.0).abs() < 0.1);
+    }
+
+    #[test]
+    fn unwritten_elements_fail_the_comparison() {
+        let row = RowReference {
+            out: vec![0.25, -0.5],
+            abs_weighted: vec![0.5, 0.5],
+            abs_sum: vec![1.0, 1.0],
+            max_abs_score: 1.0,
+            max_abs_dot: 1.0,
+        };
+        let c = AttentionConfig::parse("ctx=100").unwrap();
+        let a = Arithmetic::of(&c, 1);
+        let exact = compare(&[7], std::slice::from_ref(&row), &a, |_, dd| row.out[dd]);
+        assert_eq!((exact.failures, exact.rel_err), (0, 0.0));
+        let nan = compare(&[7], std::slice::from_ref(&row), &a, |_, _| f64::NAN);
+        assert_eq!(nan.failures, 2);
+        assert!(nan.first.unwrap().starts_with("row 7 element 0"));
     }
 
     #[test]

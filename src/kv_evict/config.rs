@@ -330,6 +330,12 @@ impl EvictConfig {
                 "window=, softcap=, layout=, prefix=, kscale= and vscale= are attention options, not eviction ones"
             );
         }
+        if c.head_dim % 16 != 0 {
+            bail!(
+                "head dim {}: the eviction score kernel takes multiples of 16",
+                c.head_dim
+            );
+        }
         let needs_scores = self.needs_scores();
         if self.op == Op::Score && !needs_scores {
             bail!(
@@ -506,6 +512,8 @@ mod tests {
         assert!(err("pool=4").contains("odd"));
         assert!(err("qlen=2").contains("qlen=1"));
         assert!(err("heads=32/5").contains("multiple of kv heads"));
+        assert!(err("d=120").contains("multiples of 16"));
+        assert!(err("kv=e4m3,kscale=0.5").contains("attention options"));
         assert!(err("budget=150%").to_lowercase().contains("budget"));
     }
 
