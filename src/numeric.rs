@@ -118,9 +118,10 @@ impl Element {
 
     /// `v` rounded to this format (what storing and loading it gives).
     pub fn round(self, v: f32) -> f32 {
-        let mut buf = Vec::with_capacity(4);
-        self.encode_into(v, &mut buf);
-        self.decode(&buf)
+        let mut buf = [0u8; 4];
+        let bytes = &mut buf[..self.bytes()];
+        self.encode_to(v, bytes);
+        self.decode(bytes)
     }
 }
 

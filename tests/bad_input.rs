@@ -178,7 +178,12 @@ const BAD: &[(&[&str], i32, &str)] = &[
     (
         &["predict", "attention", "--case", "d=100"],
         USAGE,
-        "multiple of 16",
+        "must be a multiple of 8",
+    ),
+    (
+        &["predict", "attention", "--case", "d=120,kv=e4m3"],
+        USAGE,
+        "the head dim must be a multiple of 16",
     ),
     (
         &["predict", "attention", "--case", "window=-1"],

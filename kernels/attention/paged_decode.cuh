@@ -7,7 +7,8 @@
 // when window > 0). q head h reads kv head h / (num_q_heads / num_kv_heads).
 //
 // paged_decode_<kv>_<q>_d<D>, kv in {bf16, fp16, e4m3, e5m2}, q in {bf16, fp16},
-// D in {64, 96, 128, 192, 256, any} ("dany": run-time head_dim, a multiple of 16 up to 256)
+// D in {64, 96, 128, 192, 256, any} ("dany": run-time head_dim up to 256, a multiple of 16, or
+// of 8 for a 16-bit cache: 120 runs its last k16 step of Q K^T on zero-padded q and K columns)
 //   block   256 threads (PAGED_DECODE_BLOCK = 256)
 //   grid    (num_splits, num_kv_heads, batch); shape never depends on data (graph-capturable)
 //   smem    98304 bytes of DYNAMIC shared memory for every instance (PAGED_DECODE_SMEM_BYTES =
@@ -15,8 +16,9 @@
 //           and pass it at launch. It does not depend on page_size, group or q_len. (Static
 //           shared memory is capped at 48 KiB, which holds too few tiles in flight for one CTA
 //           per SM; see "Pipeline" below.) A launch with less traps.
-//   limits  group * q_len <= 128, head_dim == D (fixed instances), head_dim a multiple of 16 up
-//           to 256 (dany): a launch outside them traps rather than touch memory out of bounds.
+//   limits  group * q_len <= 128, head_dim == D (fixed instances), head_dim up to 256 and a
+//           multiple of 16 (fp8: rows of 16-value, 16-byte cp.async chunks) or 8 (16-bit) in
+//           dany: a launch outside them traps rather than touch memory out of bounds.
 //   math    S = softmax_scale * k_scale * Q K^T (then softcap * tanh(S / softcap) if softcap > 0)
 //           and P V in mma.sync m16n8k16 with f32 accumulation; operands in CT = the cache's type
 //           for a bf16/fp16 cache (queries of the other 16-bit type are rounded to it), the
@@ -28,7 +30,9 @@
 //           the split's (scaled, soft-capped) scores. A split with no visible key for a row
 //           writes zeros and -INFINITY there.
 //   Split s of a sequence covers keys [s*chunk, min((s+1)*chunk, ctx)) with
-//   chunk = ceil(ceil(ctx / num_splits) / page_size) * page_size (common/attention.cuh).
+//   chunk = ceil(ceil(ctx / num_splits) / split_align) * split_align (common/attention.cuh);
+//   split_align is the page size of a paged cache, and that of the paged case a contiguous
+//   cache (page_size = the whole context) stands beside, so both split alike.
 //
 // paged_decode_merge_<q>, q in {bf16, fp16}
 //   block 64 threads (PAGED_DECODE_MERGE_BLOCK = 64), grid (q_len * num_q_heads, batch), no
@@ -80,23 +84,26 @@ constexpr float kLn2 = 0.69314718055994531f;
 
 // Pointers untyped: one compiled body serves the instances that differ only in q_converts (a
 // 16-bit cache read with queries of the other 16-bit type) or e5m2 (which fp8 format).
+// Pointers first, then 4-byte fields: no padding. The struct is passed by value to the
+// __noinline__ body, and past 128 bytes ptxas (nvcc 13.0, sm_90a) spills 36-116 bytes in the
+// d64, d256 and dany bodies (seen when split_align made it 136 bytes with padding).
 struct DecodeArgs {
   const void* q;
   const void* k_pool;
   const void* v_pool;
   const int* block_tables;
-  int max_pages_per_seq;
   const int* context_lens;
   const float* k_scales;
   const float* v_scales;
-  int scale_stride;
   float* o_partial;
   float* lse_partial;
-  int q_len, num_q_heads, num_kv_heads, head_dim, page_size, num_splits;
+  int max_pages_per_seq, scale_stride;
+  int q_len, num_q_heads, num_kv_heads, head_dim, page_size, num_splits, split_align;
   float softmax_scale, softcap;
   int window;
   bool q_converts, e5m2;
 };
+static_assert(sizeof(DecodeArgs) <= 128, "a larger argument struct makes the bodies spill");
 
 // Compile-time shape of one body; D == 0 is the run-time head_dim body, laid out for 256.
 template <bool FP8, int D> struct DecodeConfig {
@@ -229,13 +236,14 @@ template <bool FP8, typename CT, int D> __device__ __noinline__ void paged_decod
   const int rows = group * a.q_len;
   // Launch errors that would otherwise read or write out of bounds.
   if (rows > kMaxRows || dynamic_smem_bytes() < uint32_t(Cfg::kSmemUsed) ||
-      (D != 0 && a.head_dim != D) || head_dim % 16 != 0 || head_dim > Cfg::kMaxD) {
+      (D != 0 && a.head_dim != D) || head_dim % (Cfg::kFp8 ? 16 : 8) != 0 ||
+      head_dim > Cfg::kMaxD) {
     __trap();
   }
 
   const int split = blockIdx.x, kv_head = blockIdx.y, seq = blockIdx.z;
   const int context = a.context_lens[seq];
-  rb::KeyRange keys = rb::split_keys(context, a.num_splits, a.page_size, split);
+  rb::KeyRange keys = rb::split_keys(context, a.num_splits, a.split_align, split);
   // Keys below the lowest row's window are never loaded.
   if (a.window > 0) keys.begin = max(keys.begin, context - a.q_len - a.window + 1);
   const int num_tiles = keys.end > keys.begin ? (keys.end - keys.begin + kKeys - 1) / kKeys : 0;
@@ -252,7 +260,10 @@ template <bool FP8, typename CT, int D> __device__ __noinline__ void paged_decod
   const int s_warps = min(wn_count, Cfg::kNBlocks / 2);
   const bool s_warp = has_rows && wn < s_warps;
   const int nb_count = Cfg::kNBlocks / s_warps, nb0 = wn * nb_count;
-  const int k_steps = head_dim / 16, n_tiles = head_dim / 8;
+  // Only the 16-bit dany body takes a head_dim of 8 mod 16 (its last k16 step half padding);
+  // the others keep the exact division, which the fp8 dany body's registers depend on.
+  constexpr bool kPad8 = !Cfg::kFp8 && D == 0;
+  const int k_steps = kPad8 ? (head_dim + 15) / 16 : head_dim / 16, n_tiles = head_dim / 8;
   const int nt_per_warp = (n_tiles + wn_count - 1) / wn_count, nt0 = wn * nt_per_warp;
   const int nt_count = max(0, min(nt_per_warp, n_tiles - nt0));
 
@@ -365,6 +376,18 @@ template <bool FP8, typename CT, int D> __device__ __noinline__ void paged_decod
     }
   };
 
+  // head_dim = 8 mod 16 (dany, 16-bit cache): the last k16 step of Q K^T reads the 8 columns
+  // after each K row. Copies never write them, so they are zeroed once in every ring slot (made
+  // visible by the first tile's barrier): 0 q x 0 K, never 0 x a NaN left in shared memory.
+  if constexpr (kPad8) {
+    if (head_dim % 16 != 0) {
+      for (int r = threadIdx.x; r < Cfg::kStages * kKeys; r += kThreads) {
+        *reinterpret_cast<uint4*>(ring + (r / kKeys) * Cfg::kStageBytes + (r % kKeys) * kRowIn +
+                                  2 * head_dim) = make_uint4(0u, 0u, 0u, 0u);
+      }
+    }
+  }
+
   // ---- prologue: tiles 0 .. kStages-2 in flight (all their page ids read first) ----
   {
     Pages first[Cfg::kStages - 1];
@@ -393,7 +416,8 @@ template <bool FP8, typename CT, int D> __device__ __noinline__ void paged_decod
         for (int ks = 0; ks < Cfg::kKSteps; ++ks) {
           if (ks < k_steps) {
             qf[ks][h] = __ldg(q_row + 8 * ks + t);
-            qf[ks][h + 2] = __ldg(q_row + 8 * ks + 4 + t);
+            // Columns past a head_dim of 8 mod 16 stay 0.
+            if (!kPad8 || 16 * ks + 8 < head_dim) qf[ks][h + 2] = __ldg(q_row + 8 * ks + 4 + t);
           }
         }
       }
@@ -641,11 +665,12 @@ __device__ __forceinline__ void merge_splits(const float* o_partial, const float
           const int* block_tables, int max_pages_per_seq, const int* context_lens,               \
           const float* k_scales, const float* v_scales, int scale_stride, float* o_partial,      \
           float* lse_partial, int q_len, int num_q_heads, int num_kv_heads, int head_dim,        \
-          int page_size, int num_splits, float softmax_scale, float softcap, int window) {       \
-    paged_decode<FP8, CT, D>({q, k_pool, v_pool, block_tables, max_pages_per_seq, context_lens,  \
-                              k_scales, v_scales, scale_stride, o_partial, lse_partial, q_len,   \
+          int page_size, int num_splits, int split_align, float softmax_scale, float softcap,    \
+          int window) {                                                                          \
+    paged_decode<FP8, CT, D>({q, k_pool, v_pool, block_tables, context_lens, k_scales, v_scales, \
+                              o_partial, lse_partial, max_pages_per_seq, scale_stride, q_len,    \
                               num_q_heads, num_kv_heads, head_dim, page_size, num_splits,        \
-                              softmax_scale, softcap, window, Q_CONVERTS, E5M2});                \
+                              split_align, softmax_scale, softcap, window, Q_CONVERTS, E5M2});   \
   }
 
 #define RB_PAGED_DECODE_HEAD_DIMS(KV_NAME, KV_STORAGE, Q_NAME, QT, FP8, CT, Q_CONVERTS, E5M2)   \

@@ -18,17 +18,19 @@ __device__ __forceinline__ int64_t paged_token_offset(int page, int kv_head, int
   return ((int64_t(page) * num_kv_heads + kv_head) * page_size + slot_offset) * head_dim;
 }
 
-// Keys [begin, end) of split `split` of a sequence of `context` tokens: splits are whole pages
-// (chunk = ceil(ceil(context / num_splits) / page_size) * page_size), so no page is shared by
-// two CTAs; trailing splits may be empty (begin >= end).
+// Keys [begin, end) of split `split` of a sequence of `context` tokens: splits are whole
+// multiples of `align` (chunk = ceil(ceil(context / num_splits) / align) * align). A paged cache
+// aligns to its page size, so no page is shared by two CTAs; a contiguous cache (one page per
+// sequence) aligns to the page size of the paged cache it is compared with, so both split the
+// same way. Trailing splits may be empty (begin >= end). src/attention/config.rs mirrors it.
 struct KeyRange {
   int begin, end;
 };
 
-__device__ __forceinline__ KeyRange split_keys(int context, int num_splits, int page_size,
+__device__ __forceinline__ KeyRange split_keys(int context, int num_splits, int align,
                                                int split) {
   const int per_split = (context + num_splits - 1) / num_splits;
-  const int chunk = (per_split + page_size - 1) / page_size * page_size;
+  const int chunk = (per_split + align - 1) / align * align;
   const int64_t begin = int64_t(split) * chunk;
   if (begin >= context) return {context, context};
   return {int(begin), int(begin + chunk < context ? begin + chunk : context)};

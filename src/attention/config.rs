@@ -13,7 +13,8 @@ pub const MAX_CONTEXT: usize = 131_072;
 pub const MAX_GROUP: usize = 16;
 pub const MAX_Q_LEN: usize = 8;
 pub const MAX_HEAD_DIM: usize = 256;
-/// Head dims with compiled instances; other multiples of 16 use the generic path.
+/// Head dims with compiled instances; other multiples of 16 (of 8 on 16-bit caches) use the
+/// generic path.
 pub const FAST_HEAD_DIMS: [usize; 5] = [64, 96, 128, 192, 256];
 pub const MAX_SPLITS: usize = 64;
 /// Batch and kv heads are grid dimensions (z and y), which CUDA caps at 65535.
@@ -24,6 +25,28 @@ pub const MAX_KV_HEADS: usize = 65_535;
 const MAX_WORK: u64 = 1 << 60;
 /// The context of a sequence when neither `ctx=` nor `lens=` is given.
 const DEFAULT_CONTEXT: usize = 4096;
+
+/// The scale of an FP8 cache when none is given: a power of two, so dequantisation is exact.
+pub const DEFAULT_FP8_SCALE: f32 = 0.125;
+
+/// Test data of a case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Data {
+    /// q, K and V uniform in [-1, 1): scores of about ±0.3, a nearly flat softmax.
+    Random,
+    /// Index-revealing: q = 0 and V one-hot in token % head_dim, so each output element counts
+    /// the allowed keys of one residue: a key read twice, skipped or wrongly masked moves it by
+    /// 1/n, far above the rounding bound. (q = 0 never exercises Q K^T.)
+    Index,
+    /// q scaled by [`PEAKED_Q_SCALE`]: scores with a standard deviation of about 6, so a few
+    /// keys dominate each row's softmax and scores reach well past a soft-cap of 5-30. A wrong
+    /// scale, a missing cap or a lost dominant key moves the output by much more than rounding.
+    Peaked,
+}
+
+/// q's magnitude for `data=peaked`: q, k uniform in [-a, a] and [-1, 1) give scores
+/// (q·k / sqrt(d)) of standard deviation a / 3; a = 18 gives 6.
+pub const PEAKED_Q_SCALE: f32 = 18.0;
 
 /// How context lengths are spread over the batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,14 +76,20 @@ pub struct AttentionConfig {
     pub softcap: f32,
     /// FP8 scales per kv head instead of one per tensor.
     pub per_head_scales: bool,
+    /// FP8 K and V scales as given (`kscale=`, `vscale=`): one value, or one per kv head; empty
+    /// for the defaults (see [`AttentionConfig::fp8_scales`]).
+    pub k_scale: Vec<f32>,
+    pub v_scale: Vec<f32>,
+    /// Tokens at the start of every sequence that are the same prefix: its whole pages are one
+    /// set of physical pages that every block table points to (prefix caching shares full pages
+    /// only; the partial page past them is each sequence's own).
+    pub prefix: usize,
     /// The same kernel on one page per sequence (the cost of paging, measured).
     pub contiguous: bool,
     /// Split-K factor; `None`: the heuristic.
     pub splits: Option<usize>,
-    /// Test data: random, or "index-revealing" (q = 0 and V one-hot in token % head_dim, so
-    /// each output element counts the allowed keys of one residue: a key read twice, skipped or
-    /// wrongly masked moves it by 1/n, far above the rounding bound).
-    pub index_data: bool,
+    /// Test data (random, index-revealing or peaked).
+    pub data: Data,
 }
 
 impl Default for AttentionConfig {
@@ -78,9 +107,12 @@ impl Default for AttentionConfig {
             window: 0,
             softcap: 0.0,
             per_head_scales: false,
+            k_scale: Vec::new(),
+            v_scale: Vec::new(),
+            prefix: 0,
             contiguous: false,
             splits: None,
-            index_data: false,
+            data: Data::Random,
         }
     }
 }
@@ -92,6 +124,37 @@ impl AttentionConfig {
 
     pub fn softmax_scale(&self) -> f32 {
         1.0 / (self.head_dim as f32).sqrt()
+    }
+
+    /// The FP8 K and V scales of each kv head (1 for 16-bit caches): `kscale=`/`vscale=` as
+    /// given (one value for every head, or one per head), else [`DEFAULT_FP8_SCALE`], and with
+    /// `scale=head` alone the default per-head pattern 1/8, 1/16, 1/32, 1/8, ...
+    pub fn fp8_scales(&self) -> (Vec<f32>, Vec<f32>) {
+        let of = |given: &[f32]| -> Vec<f32> {
+            (0..self.kv_heads)
+                .map(|h| {
+                    if !is_fp8(self.kv_dtype) {
+                        1.0
+                    } else if let Some(&s) = given.get(h).or(given.first()) {
+                        s
+                    } else if self.per_head_scales {
+                        DEFAULT_FP8_SCALE * 2f32.powi(-((h % 3) as i32))
+                    } else {
+                        DEFAULT_FP8_SCALE
+                    }
+                })
+                .collect()
+        };
+        (of(&self.k_scale), of(&self.v_scale))
+    }
+
+    /// Tokens of every sequence in the shared prefix pages (whole pages of `prefix`).
+    pub fn shared_tokens(&self) -> usize {
+        if self.contiguous {
+            0
+        } else {
+            self.prefix / self.page_size * self.page_size
+        }
     }
 
     /// The context length of every sequence (deterministic: predictions and runs agree).
@@ -108,7 +171,8 @@ impl AttentionConfig {
     }
 
     /// Keys query `i` (0-based among the q_len new tokens) of a sequence with `ctx` may attend:
-    /// causal up to its own position, limited by the window.
+    /// causal up to its own position, limited by the window. The window is vLLM's
+    /// `sliding_window`: the last `window` keys *including* the query's own token.
     pub fn allowed_keys(&self, ctx: usize, i: usize) -> std::ops::Range<usize> {
         let position = ctx - self.q_len + i;
         let start = if self.window > 0 {
@@ -117,6 +181,26 @@ impl AttentionConfig {
             0
         };
         start..position + 1
+    }
+
+    /// What splits are rounded to: the case's page size for both layouts (a contiguous cache has
+    /// one page per sequence, and rounding to that would leave it unsplit).
+    pub fn split_align(&self) -> usize {
+        self.page_size
+    }
+
+    /// Keys `[begin, end)` of split `split` of a sequence of `context` tokens, as the decode kernel
+    /// cuts them (`split_keys` in kernels/common/attention.cuh).
+    pub fn split_keys(
+        &self,
+        context: usize,
+        num_splits: usize,
+        split: usize,
+    ) -> std::ops::Range<usize> {
+        let align = self.split_align();
+        let chunk = context.div_ceil(num_splits).div_ceil(align) * align;
+        let begin = (split * chunk).min(context);
+        begin..(begin + chunk).min(context)
     }
 
     /// Split-K factor: enough CTAs (batch x kv heads x splits) to fill the GPU twice over, each
@@ -135,8 +219,27 @@ impl AttentionConfig {
     /// over the allowed keys).
     pub fn workload(&self) -> Workload {
         let lens = self.context_lens();
-        let kv_bytes: usize =
-            lens.iter().sum::<usize>() * self.kv_heads * self.head_dim * 2 * self.kv_dtype.bytes();
+        // Only the keys some query may see: with a sliding window, the last `window` keys of the
+        // first new token up to the newest one, not the whole context. Shared prefix pages hold
+        // one copy of their keys for the whole batch: read once, from the earliest key any
+        // sequence sees in them.
+        let shared = self.shared_tokens();
+        let first_seen: Vec<usize> = lens
+            .iter()
+            .map(|&c| self.allowed_keys(c, 0).start)
+            .collect();
+        let own_keys: usize = lens
+            .iter()
+            .zip(&first_seen)
+            .map(|(&c, &start)| c - start.max(shared))
+            .sum();
+        let shared_keys = first_seen
+            .iter()
+            .map(|&start| shared.saturating_sub(start))
+            .max()
+            .unwrap_or(0);
+        let needed_keys = own_keys + shared_keys;
+        let kv_bytes = needed_keys * self.kv_heads * self.head_dim * 2 * self.kv_dtype.bytes();
         let q_and_out =
             2 * self.batch * self.q_len * self.q_heads * self.head_dim * self.q_dtype.bytes();
         let keys: usize = lens
@@ -188,9 +291,19 @@ impl AttentionConfig {
                 c.group()
             );
         }
-        if c.head_dim == 0 || c.head_dim % 16 != 0 || c.head_dim > MAX_HEAD_DIM {
+        if c.head_dim == 0 || c.head_dim % 8 != 0 || c.head_dim > MAX_HEAD_DIM {
             bail!(
-                "head dim {} must be a multiple of 16 up to {MAX_HEAD_DIM}",
+                "head dim {} must be a multiple of 8 (16 for an fp8 cache) up to {MAX_HEAD_DIM}",
+                c.head_dim
+            );
+        }
+        // 120 and other odd multiples of 8 run on 16-bit caches with zero-padded columns; an
+        // fp8 row of them is neither 16-byte aligned nor whole 16-value chunks, which is what
+        // cp.async copies and the widening pass converts.
+        if c.head_dim % 16 != 0 && is_fp8(c.kv_dtype) {
+            bail!(
+                "head dim {} with an fp8 cache: fp8 rows are copied and widened in 16-value \
+                 (16-byte) chunks, so the head dim must be a multiple of 16",
                 c.head_dim
             );
         }
@@ -199,6 +312,10 @@ impl AttentionConfig {
         }
         if c.page_size == 0 || c.page_size > MAX_CONTEXT {
             bail!("page size must be 1..={MAX_CONTEXT}");
+        }
+        // The kernels take it as an i32; one longer than any context has no effect anyway.
+        if c.window > MAX_CONTEXT {
+            bail!("window {} must be 0 (none) or 1..={MAX_CONTEXT}", c.window);
         }
         if !matches!(c.q_dtype, Element::Bf16 | Element::Fp16) {
             bail!("queries are bf16 or fp16, not {}", c.q_dtype);
@@ -237,6 +354,42 @@ impl AttentionConfig {
         if c.softcap < 0.0 || !c.softcap.is_finite() {
             bail!("softcap must be >= 0");
         }
+        for (key, given) in [("kscale", &c.k_scale), ("vscale", &c.v_scale)] {
+            if given.is_empty() {
+                continue;
+            }
+            if !is_fp8(c.kv_dtype) {
+                bail!(
+                    "{key}= scales an fp8 cache (e4m3, e5m2), not {}",
+                    c.kv_dtype
+                );
+            }
+            if given.len() != 1 && given.len() != c.kv_heads {
+                bail!(
+                    "{key}= takes one scale or one per kv head ({}), not {}",
+                    c.kv_heads,
+                    given.len()
+                );
+            }
+            if let Some(bad) = given.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+                bail!("{key}= scales must be positive and finite, not {bad}");
+            }
+        }
+        if c.prefix > 0 {
+            if c.contiguous {
+                bail!("prefix= shares pages between sequences: not with layout=contiguous");
+            }
+            // The new tokens are written into their pages: never into a page others share.
+            let room = lens.iter().min().map_or(0, |&l| l - c.q_len);
+            if c.prefix > room {
+                bail!(
+                    "prefix {} must leave the {} new token(s) of the shortest context ({}) outside it",
+                    c.prefix,
+                    c.q_len,
+                    room + c.q_len
+                );
+            }
+        }
         Ok(())
     }
 
@@ -245,13 +398,7 @@ impl AttentionConfig {
         let lens = match &self.lengths {
             Lengths::Uniform(n) => format!("ctx{n}"),
             Lengths::Zipf(n) => format!("ctx{n}zipf"),
-            Lengths::Explicit(v) => format!(
-                "ctx{}",
-                v.iter()
-                    .map(|l| l.to_string())
-                    .collect::<Vec<_>>()
-                    .join(":")
-            ),
+            Lengths::Explicit(v) => format!("ctx{}", join(v, ":")),
         };
         let mut name = format!(
             "b{}-{lens}-h{}/{}-d{}-p{}-kv{}",
@@ -272,16 +419,41 @@ impl AttentionConfig {
         if self.per_head_scales {
             name += "-headscale";
         }
+        for (tag, given) in [("ks", &self.k_scale), ("vs", &self.v_scale)] {
+            if !given.is_empty() {
+                name += &format!("-{tag}{}", join(given, ":"));
+            }
+        }
+        if self.prefix > 0 {
+            name += &format!("-prefix{}", self.prefix);
+        }
         if self.contiguous {
             name += "-contig";
         }
         if let Some(s) = self.splits {
             name += &format!("-s{s}");
         }
-        if self.index_data {
-            name += "-indexdata";
+        match self.data {
+            Data::Random => {}
+            Data::Index => name += "-indexdata",
+            Data::Peaked => name += "-peaked",
         }
         name
+    }
+
+    /// The parameters past the fixed ones of `Case::params`, only where given (so that the
+    /// rows of earlier cases keep their text).
+    pub fn optional_params(&self) -> String {
+        let mut out = String::new();
+        for (key, given) in [("k_scale", &self.k_scale), ("v_scale", &self.v_scale)] {
+            if !given.is_empty() {
+                out += &format!(" {key}={}", join(given, ":"));
+            }
+        }
+        if self.prefix > 0 {
+            out += &format!(" prefix={}", self.prefix);
+        }
+        out
     }
 
     /// Parses `key=value` pairs separated by commas (see [`keys`]); keys not given keep their
@@ -326,8 +498,20 @@ impl AttentionConfig {
             c.splits = splits;
         }
         if let Some(data) = spec.one_of("data")? {
-            c.index_data = data == "index";
+            c.data = match data {
+                "index" => Data::Index,
+                "peaked" => Data::Peaked,
+                _ => Data::Random,
+            };
         }
+        for (key, scales) in [("kscale", &mut c.k_scale), ("vscale", &mut c.v_scale)] {
+            if let Some(given) = spec.parse(key, parse_scales)? {
+                *scales = given;
+            }
+        }
+        // A list per head is per-head scaling whether or not scale=head says so.
+        c.per_head_scales |= c.k_scale.len() > 1 || c.v_scale.len() > 1;
+        c.prefix = spec.int("prefix")?.unwrap_or(c.prefix);
         let ctx = spec.int("ctx")?;
         let lens = match spec.get("lens") {
             None | Some("uniform") => None,
@@ -358,6 +542,30 @@ impl AttentionConfig {
     }
 }
 
+pub fn is_fp8(e: Element) -> bool {
+    matches!(e, Element::E4m3 | Element::E5m2)
+}
+
+/// `X` or `X1:X2:...`.
+fn parse_scales(value: &str) -> Result<Vec<f32>> {
+    value
+        .split(':')
+        .map(|s| {
+            s.trim()
+                .parse::<f32>()
+                .context("a number or numbers separated by `:`")
+        })
+        .collect()
+}
+
+fn join<T: std::fmt::Display>(values: &[T], sep: &str) -> String {
+    values
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
 /// `Q/KV` head counts.
 fn parse_heads(value: &str) -> Result<(usize, usize)> {
     let (q, kv) = value.split_once('/').context("expected Q/KV, e.g. 32/8")?;
@@ -386,13 +594,31 @@ pub fn keys() -> Vec<Key> {
         ),
         Key::new("q", Value::Text("bf16|fp16"), Absent::Value("bf16"), "query and output type"),
         Key::new("qlen", Value::Int, Absent::Value("1"), "new tokens per sequence, 1..=8"),
-        Key::new("window", Value::Int, Absent::Value("0"), "sliding window in tokens, 0 for none"),
+        Key::new("window", Value::Int, Absent::Value("0"), "sliding window: the last N keys including the current token (vLLM's sliding_window), 0 for none"),
         Key::new("softcap", Value::Real, Absent::Value("0"), "logit soft-cap, 0 for none"),
         Key::new(
             "scale",
             Value::OneOf(&["tensor", "head"]),
             Absent::Value("tensor"),
             "FP8 scales per tensor or per kv head",
+        ),
+        Key::new(
+            "kscale",
+            Value::Text("X|X1:X2:.."),
+            Absent::Note("1/8; with scale=head 1/8, 1/16, 1/32 by kv head"),
+            "FP8 K scale (stored = value / scale): one, or one per kv head",
+        ),
+        Key::new(
+            "vscale",
+            Value::Text("X|X1:X2:.."),
+            Absent::Note("as kscale"),
+            "FP8 V scale: one, or one per kv head",
+        ),
+        Key::new(
+            "prefix",
+            Value::Int,
+            Absent::Value("0"),
+            "tokens every sequence shares: its whole pages are one set of physical pages in every block table",
         ),
         Key::new(
             "layout",
@@ -403,9 +629,9 @@ pub fn keys() -> Vec<Key> {
         Key::new("splits", Value::Text("auto|N"), Absent::Value("auto"), "split-K factor"),
         Key::new(
             "data",
-            Value::OneOf(&["random", "index"]),
+            Value::OneOf(&["random", "index", "peaked"]),
             Absent::Value("random"),
-            "random, or index-revealing test data: q = 0, V one-hot",
+            "random; index-revealing (q = 0, V one-hot); or peaked (scores of std ~6: a few keys dominate, past any soft-cap)",
         ),
     ]
 }
@@ -454,7 +680,14 @@ mod tests {
         let err = |s: &str| format!("{:#}", AttentionConfig::parse(s).unwrap_err());
         assert!(err("heads=32/5").contains("multiple of kv heads"));
         assert!(err("heads=64/2").contains("at most 16"));
-        assert!(err("d=100").contains("multiple of 16"));
+        assert!(err("d=100").contains("multiple of 8"));
+        // vLLM's 120: 16-bit caches only.
+        assert!(AttentionConfig::parse("d=120,kv=fp16,q=bf16").is_ok());
+        assert!(err("d=120,kv=e4m3").contains("16-value (16-byte) chunks"));
+        assert!(AttentionConfig::parse("d=112,data=peaked")
+            .unwrap()
+            .name()
+            .ends_with("-d112-p16-kvbf16-peaked"));
         assert!(err("qlen=9").contains("1..=8"));
         assert!(err("ctx=200000").contains("131072"));
         assert!(err("kv=f32").contains("not f32"));
@@ -471,6 +704,100 @@ mod tests {
         assert!(AttentionConfig::parse("b=2,lens=100:200").is_ok());
         // Within every per-key limit, but the products would pass 2^64.
         assert!(err("b=65535,ctx=131072,heads=1048560/65535,d=256").contains("far beyond"));
+    }
+
+    #[test]
+    fn fp8_scales_of_any_value_per_tensor_or_per_head() {
+        let scales = |spec: &str| AttentionConfig::parse(spec).unwrap().fp8_scales();
+        let default = scales("heads=8/4,kv=e4m3");
+        assert_eq!(default, (vec![0.125; 4], vec![0.125; 4]));
+        let head = scales("heads=8/4,kv=e4m3,scale=head");
+        assert_eq!(head.0, vec![0.125, 0.0625, 0.03125, 0.125]);
+        let given =
+            AttentionConfig::parse("heads=8/2,kv=e5m2,kscale=0.02,vscale=0.5:0.01").unwrap();
+        assert_eq!(given.fp8_scales(), (vec![0.02, 0.02], vec![0.5, 0.01]));
+        assert!(given.per_head_scales, "a list per head is per-head scaling");
+        assert_eq!(
+            given.name(),
+            "b1-ctx4096-h8/2-d128-p16-kve5m2-headscale-ks0.02-vs0.5:0.01"
+        );
+        assert_eq!(
+            scales("kv=bf16").0,
+            vec![1.0; 8],
+            "16-bit caches are unscaled"
+        );
+        let err = |s: &str| format!("{:#}", AttentionConfig::parse(s).unwrap_err());
+        assert!(err("kv=bf16,kscale=0.5").contains("fp8 cache"));
+        assert!(err("heads=8/2,kv=e4m3,kscale=1:2:3").contains("one per kv head (2)"));
+        assert!(err("kv=e4m3,vscale=0").contains("positive"));
+        assert!(err("kv=e4m3,vscale=x").contains("vscale=x"));
+    }
+
+    #[test]
+    fn a_shared_prefix_is_read_once() {
+        let c = AttentionConfig::parse("lens=300:333:2049,heads=8/2,d=64,prefix=290").unwrap();
+        // Whole pages only: 18 pages of 16 = 288 tokens shared.
+        assert_eq!(c.shared_tokens(), 288);
+        let per_key = 2 * 64 * 2 * 2;
+        let qo = 2 * 3 * 8 * 64 * 2;
+        let distinct = 288 + (300 - 288) + (333 - 288) + (2049 - 288);
+        assert_eq!(c.workload().bytes, (distinct * per_key + qo) as u64);
+        assert_eq!(c.name(), "b3-ctx300:333:2049-h8/2-d64-p16-kvbf16-prefix290");
+        // A window that starts inside the prefix reads the shared keys from its earliest start.
+        let w =
+            AttentionConfig::parse("lens=300:2049,heads=8/2,d=64,prefix=288,window=100").unwrap();
+        assert_eq!(
+            w.workload().bytes,
+            ((100 + 100) * per_key + 2 * 2 * 8 * 64 * 2) as u64
+        );
+        let err = |s: &str| format!("{:#}", AttentionConfig::parse(s).unwrap_err());
+        assert!(err("lens=300:100,prefix=100").contains("new token"));
+        assert!(err("ctx=300,prefix=16,layout=contiguous").contains("contiguous"));
+    }
+
+    #[test]
+    fn contiguous_and_paged_caches_split_alike() {
+        for spec in [
+            "b=1,ctx=4096,p=16",
+            "b=1,ctx=1000,p=7",
+            "b=2,ctx=300,p=64,splits=5",
+        ] {
+            let paged = AttentionConfig::parse(spec).unwrap();
+            let contiguous = AttentionConfig::parse(&format!("{spec},layout=contiguous")).unwrap();
+            let ctx = paged.max_context();
+            let splits = paged.num_splits(132);
+            assert_eq!(splits, contiguous.num_splits(132));
+            let cut = |c: &AttentionConfig| -> Vec<_> {
+                (0..splits).map(|s| c.split_keys(ctx, splits, s)).collect()
+            };
+            assert_eq!(cut(&paged), cut(&contiguous), "{spec}");
+            let busy = cut(&contiguous).iter().filter(|r| !r.is_empty()).count();
+            assert!(
+                busy > 1 || splits == 1,
+                "{spec}: {busy} of {splits} splits work"
+            );
+            // Every key in exactly one split, in order.
+            let keys: Vec<usize> = cut(&paged).into_iter().flatten().collect();
+            assert_eq!(keys, (0..ctx).collect::<Vec<_>>(), "{spec}");
+        }
+    }
+
+    #[test]
+    fn a_sliding_window_counts_only_the_keys_it_sees() {
+        let c = AttentionConfig::parse("b=1,ctx=70000,window=4096,heads=32/8,d=128").unwrap();
+        let per_key = 8 * 128 * 2 * 2;
+        let qo = 2 * 32 * 128 * 2;
+        assert_eq!(c.workload().bytes, (4096 * per_key + qo) as u64);
+        // Four new tokens see 4096 keys each, 4099 distinct ones together.
+        let q4 =
+            AttentionConfig::parse("b=1,ctx=70000,window=4096,qlen=4,heads=32/8,d=128").unwrap();
+        assert_eq!(q4.workload().bytes, (4099 * per_key + 4 * qo) as u64);
+        assert_eq!(q4.allowed_keys(70000, 3), 70000 - 4096..70000);
+        // A window longer than the context changes nothing; one past any context is refused.
+        let wide = AttentionConfig::parse("b=1,ctx=1000,window=5000").unwrap();
+        let none = AttentionConfig::parse("b=1,ctx=1000").unwrap();
+        assert_eq!(wide.workload(), none.workload());
+        assert!(AttentionConfig::parse("window=4294967297").is_err());
     }
 
     #[test]

@@ -23,18 +23,36 @@ pub struct PagedLayout {
 impl PagedLayout {
     /// Pages of `page_size` tokens in a random order (from `seed`).
     pub fn paged(context_lens: &[usize], page_size: usize, seed: u64) -> PagedLayout {
+        PagedLayout::paged_with_prefix(context_lens, page_size, 0, seed)
+    }
+
+    /// [`PagedLayout::paged`] where the first `shared_tokens` (whole pages, at most every
+    /// context) of every sequence are one set of physical pages that every block table lists, as
+    /// a prefix cache leaves them; the pages after them are each sequence's own.
+    pub fn paged_with_prefix(
+        context_lens: &[usize],
+        page_size: usize,
+        shared_tokens: usize,
+        seed: u64,
+    ) -> PagedLayout {
+        debug_assert!(shared_tokens % page_size == 0);
+        debug_assert!(context_lens.iter().all(|&c| c >= shared_tokens));
+        let shared = shared_tokens / page_size;
         let pages: Vec<usize> = context_lens
             .iter()
             .map(|&c| c.div_ceil(page_size))
             .collect();
-        let (num_pages, max_pages_per_seq) = Self::paged_counts(context_lens, page_size);
+        let (num_pages, max_pages_per_seq) =
+            Self::paged_counts(context_lens, page_size, shared_tokens);
         let mut order: Vec<i32> = (0..num_pages as i32).collect();
         order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        let (common, mut own) = (order[..shared].to_vec(), order[shared..].iter().copied());
         let mut block_tables = vec![0i32; context_lens.len() * max_pages_per_seq];
-        let mut next = order.into_iter();
         for (b, &n) in pages.iter().enumerate() {
-            for slot in &mut block_tables[b * max_pages_per_seq..b * max_pages_per_seq + n] {
-                *slot = next.next().unwrap_or(0);
+            let row = &mut block_tables[b * max_pages_per_seq..b * max_pages_per_seq + n];
+            row[..shared].copy_from_slice(&common);
+            for slot in &mut row[shared..] {
+                *slot = own.next().unwrap_or(0);
             }
         }
         PagedLayout {
@@ -46,12 +64,19 @@ impl PagedLayout {
         }
     }
 
-    /// `(num_pages, max_pages_per_seq)` of [`Self::paged`], from the lengths alone: sizes and
-    /// predictions need them without shuffling and tabulating every page.
-    pub fn paged_counts(context_lens: &[usize], page_size: usize) -> (usize, usize) {
+    /// `(num_pages, max_pages_per_seq)` of [`Self::paged_with_prefix`], from the lengths alone:
+    /// sizes and predictions need them without shuffling and tabulating every page. The
+    /// `shared_tokens` prefix pages are counted once.
+    pub fn paged_counts(
+        context_lens: &[usize],
+        page_size: usize,
+        shared_tokens: usize,
+    ) -> (usize, usize) {
+        let shared = shared_tokens / page_size;
         let pages = context_lens.iter().map(|&c| c.div_ceil(page_size));
         let max_pages_per_seq = pages.clone().max().unwrap_or(1).max(1);
-        (pages.sum(), max_pages_per_seq)
+        let own: usize = pages.map(|n| n.saturating_sub(shared)).sum();
+        (shared + own, max_pages_per_seq)
     }
 
     /// One page per sequence, `max(context)` tokens long: a plain `[batch][kv_heads][ctx][dim]`.
@@ -116,6 +141,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_shared_prefix_is_one_set_of_pages() {
+        // Contexts 40 and 37 with page 16: 32 shared tokens (two pages), then partial own pages.
+        let (kv_heads, dim) = (2, 4);
+        let layout = PagedLayout::paged_with_prefix(&[40, 37, 33], 16, 32, 3);
+        assert_eq!(
+            layout.num_pages,
+            2 + 3,
+            "two shared pages and one own page each"
+        );
+        for b in 1..3 {
+            for t in 0..40.min(layout.context_lens[b] as usize) {
+                let (mine, first) = (
+                    layout.index(b, t, 1, kv_heads, dim, 3),
+                    layout.index(0, t, 1, kv_heads, dim, 3),
+                );
+                assert_eq!(mine == first, t < 32, "seq {b} token {t}");
+            }
+        }
+        let mut own: Vec<i32> = (0..3).map(|b| layout.block_tables[b * 3 + 2]).collect();
+        own.sort_unstable();
+        own.dedup();
+        assert_eq!(
+            own.len(),
+            3,
+            "the partial last pages are each sequence's own"
+        );
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! tokens into their pages is verified and timed beside it.
 
 pub mod config;
+#[cfg(test)]
+mod faults;
+pub mod inputs;
 pub mod layout;
 mod prepared;
 pub mod reference;
@@ -15,7 +18,6 @@ pub use config::{AttentionConfig, Lengths};
 
 use crate::gpu::{DeviceInfo, Gpu};
 use crate::measure::Mode;
-use crate::numeric::Element;
 use crate::roofline::Workload;
 use crate::suite::spec::Grammar;
 use crate::suite::{Case, Prepared, Suite};
@@ -44,7 +46,7 @@ impl Case for AttentionConfig {
             self.per_head_scales,
             self.contiguous,
             self.splits.map_or("auto".into(), |s| s.to_string())
-        )
+        ) + &self.optional_params()
     }
 
     fn workload(&self) -> Workload {
@@ -98,6 +100,100 @@ impl Case for AttentionConfig {
 }
 
 pub struct AttentionSuite;
+
+/// The verify set: every axis of the kernels on small problems with awkward sizes, and data
+/// that makes a wrong key, scale, cap or merge weight show above the rounding bound (a CPU test,
+/// `tests::faults_injected_into_the_reference_fail_the_verify_set`, shows each one does).
+pub fn verify_specs() -> Vec<String> {
+    let mut specs: Vec<String> = Vec::new();
+    let mixed = "lens=1:15:16:17:300:2049";
+    for kv in ["bf16", "fp16", "e4m3", "e5m2"] {
+        for q in ["bf16", "fp16"] {
+            specs.push(format!("{mixed},heads=8/2,d=128,kv={kv},q={q}"));
+        }
+    }
+    // vLLM's head dims: the fast instances and the generic path (80, 112, 16, and 120 with its
+    // zero-padded last k16 step, also with converted queries and peaked scores).
+    for d in [64, 80, 96, 112, 120, 192, 256, 16] {
+        specs.push(format!("lens=33:700,heads=4/1,d={d}"));
+    }
+    specs.push("lens=1:15:16:17:300:2049,heads=8/2,d=120,kv=fp16,q=bf16".into());
+    specs.push("lens=17:300:2049,heads=8/2,d=120,kv=fp16,q=fp16,data=peaked,softcap=10".into());
+    // FP8 at the largest head dims (the fast instances' widening pass) and on the generic path.
+    for (d, kv) in [
+        (192, "e4m3"),
+        (256, "e5m2"),
+        (80, "e4m3"),
+        (112, "e5m2,q=fp16"),
+    ] {
+        specs.push(format!("lens=33:700,heads=4/1,d={d},kv={kv}"));
+    }
+    for heads in ["4/4", "32/8", "16/1", "28/4", "40/40"] {
+        specs.push(format!("lens=5:513,heads={heads},d=64"));
+    }
+    for p in [1, 7, 32, 64] {
+        specs.push(format!("{mixed},heads=8/2,d=64,p={p}"));
+    }
+    for extra in [
+        "window=100",
+        "window=5000",
+        "softcap=30",
+        "kv=e4m3,scale=head",
+        "kv=e4m3,kscale=0.02:0.0035,vscale=0.011",
+        "kv=e5m2,kscale=3.5,vscale=0.3:0.07",
+        "layout=contiguous",
+        "splits=1",
+        "splits=17",
+    ] {
+        specs.push(format!("{mixed},heads=8/2,d=64,{extra}"));
+    }
+    // Several new tokens per sequence (speculative verification): contexts of at least q_len.
+    for extra in [
+        "qlen=3",
+        "qlen=8,window=5",
+        "softcap=5,qlen=2",
+        "qlen=8,p=1",
+    ] {
+        specs.push(format!("lens=8:15:16:17:300:2049,heads=8/2,d=64,{extra}"));
+    }
+    specs.push("b=6,ctx=700,lens=zipf,heads=8/2,d=64".into());
+    specs.push("lens=131072,heads=8/1,d=128,kv=e4m3".into());
+    // A shared prefix (whole pages shared by every sequence, partial last pages their own).
+    for extra in ["p=16", "p=7,qlen=3", "p=32,kv=e4m3"] {
+        specs.push(format!(
+            "lens=300:333:2049:1000,heads=8/2,d=64,prefix=290,{extra}"
+        ));
+    }
+    // Index-revealing data: a skipped, doubled or wrongly masked key shows far above rounding.
+    for extra in [
+        "",
+        ",kv=e5m2",
+        ",window=300",
+        ",qlen=4,p=1",
+        ",splits=7,p=32",
+        ",layout=contiguous",
+    ] {
+        specs.push(format!(
+            "lens=9:16:17:1000:4000,heads=8/2,d=64,data=index{extra}"
+        ));
+    }
+    specs.push("lens=1000:1017:4000,heads=8/2,d=64,data=index,prefix=990".into());
+    // Peaked scores (a few keys dominate, past the cap): a wrong scale, a missing soft-cap or a
+    // lost dominant key shows; same-type and FP8 caches, where the bound is tightest.
+    for extra in [
+        "",
+        ",softcap=10",
+        ",softcap=30,q=fp16,kv=fp16",
+        ",kv=e4m3,scale=head,softcap=20",
+        ",window=200,qlen=2",
+        ",splits=9",
+    ] {
+        specs.push(format!(
+            "lens=17:300:2049,heads=8/2,d=128,data=peaked{extra}"
+        ));
+    }
+    specs
+}
 
 fn case(spec: &str) -> Box<dyn Case> {
     Box::new(
@@ -165,77 +261,12 @@ impl Suite for AttentionSuite {
 
     /// Every axis of the kernels on small problems with awkward sizes.
     fn verify_cases(&self) -> Vec<Box<dyn Case>> {
-        let mut specs: Vec<String> = Vec::new();
-        let mixed = "lens=1:15:16:17:300:2049";
-        for kv in ["bf16", "fp16", "e4m3", "e5m2"] {
-            for q in ["bf16", "fp16"] {
-                specs.push(format!("{mixed},heads=8/2,d=128,kv={kv},q={q}"));
-            }
-        }
-        for d in [64, 96, 192, 256, 80, 16] {
-            specs.push(format!("lens=33:700,heads=4/1,d={d}"));
-        }
-        for heads in ["4/4", "32/8", "16/1", "28/4", "40/40"] {
-            specs.push(format!("lens=5:513,heads={heads},d=64"));
-        }
-        for p in [1, 7, 32, 64] {
-            specs.push(format!("{mixed},heads=8/2,d=64,p={p}"));
-        }
-        for extra in [
-            "window=100",
-            "window=5000",
-            "softcap=30",
-            "kv=e4m3,scale=head",
-            "layout=contiguous",
-            "splits=1",
-            "splits=17",
-        ] {
-            specs.push(format!("{mixed},heads=8/2,d=64,{extra}"));
-        }
-        // Several new tokens per sequence (speculative verification): contexts of at least q_len.
-        for extra in [
-            "qlen=3",
-            "qlen=8,window=5",
-            "softcap=5,qlen=2",
-            "qlen=8,p=1",
-        ] {
-            specs.push(format!("lens=8:15:16:17:300:2049,heads=8/2,d=64,{extra}"));
-        }
-        specs.push("b=6,ctx=700,lens=zipf,heads=8/2,d=64".into());
-        specs.push("lens=131072,heads=8/1,d=128,kv=e4m3".into());
-        // Index-revealing data: a skipped, doubled or wrongly masked key shows far above rounding.
-        for extra in [
-            "",
-            ",kv=e5m2",
-            ",window=300",
-            ",qlen=4,p=1",
-            ",splits=7,p=32",
-            ",layout=contiguous",
-        ] {
-            specs.push(format!(
-                "lens=9:16:17:1000:4000,heads=8/2,d=64,data=index{extra}"
-            ));
-        }
-        specs.iter().map(|s| case(s)).collect()
+        verify_specs().iter().map(|s| case(s)).collect()
     }
 
     fn parse_case(&self, spec: &str) -> Result<Box<dyn Case>> {
         Ok(Box::new(AttentionConfig::parse(spec)?))
     }
-}
-
-/// FP8 KV values are stored as `value / scale`; scales are powers of two so dequantisation is
-/// exact in every compute type (the reference and any kernel agree on the stored values).
-pub fn fp8_scale(kv: Element, kv_head: usize, per_head: bool) -> f32 {
-    if !matches!(kv, Element::E4m3 | Element::E5m2) {
-        return 1.0;
-    }
-    let shift = if per_head {
-        3 + (kv_head % 3) as i32
-    } else {
-        3
-    };
-    2f32.powi(-shift)
 }
 
 #[cfg(test)]

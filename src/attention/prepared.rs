@@ -6,10 +6,11 @@ use rand::seq::index::sample;
 use rand::Rng;
 
 use super::config::{AttentionConfig, FAST_HEAD_DIMS};
+use super::inputs::CaseInputs;
 use super::layout::PagedLayout;
-use super::reference::{decode_reference, tolerance, HostInputs};
+use super::reference::{compare, decode_reference, Arithmetic, Comparison, HostInputs};
 use crate::gpu::{Buffer, Gpu, GpuResult, Kernel, Launch};
-use crate::numeric::{random_encoded, Element};
+use crate::numeric::Element;
 use crate::suite::{Check, LaunchFn, Provider, Variant, Variants};
 
 // Launch shapes, from the headers of kernels/attention/paged_decode.cu and paged_append.cu.
@@ -61,14 +62,6 @@ pub fn all_kernel_names() -> Vec<String> {
     names
 }
 
-fn layout_of(c: &AttentionConfig, seed: u64) -> PagedLayout {
-    if c.contiguous {
-        PagedLayout::contiguous(&c.context_lens())
-    } else {
-        PagedLayout::paged(&c.context_lens(), c.page_size, seed)
-    }
-}
-
 /// Device memory of a prepared case: pools, q/out, partials, tables. Computed from the lengths,
 /// never by building the layout (a prediction of a case far too large for any GPU must not
 /// allocate what the GPU would).
@@ -77,7 +70,7 @@ pub fn device_bytes(c: &AttentionConfig) -> u64 {
     let (num_pages, page_size, table_entries) = if c.contiguous {
         (c.batch, c.max_context().max(1), c.batch)
     } else {
-        let (pages, max_pages) = PagedLayout::paged_counts(&lens, c.page_size);
+        let (pages, max_pages) = PagedLayout::paged_counts(&lens, c.page_size, c.shared_tokens());
         (pages, c.page_size, c.batch * max_pages)
     };
     let pools = 2 * num_pages * c.kv_heads * page_size * c.head_dim * c.kv_dtype.bytes();
@@ -118,50 +111,24 @@ impl PreparedAttention {
     /// Random inputs on a shuffled page table; the decode + merge pair and the append kernel.
     pub fn prepare(gpu: &Gpu, c: &AttentionConfig) -> Result<Variants<PreparedAttention>> {
         c.validate()?;
-        let mut rng = rand::rng();
-        let layout = layout_of(c, rng.random());
-        let mut seed = || -> u64 { rng.random() };
+        let CaseInputs {
+            layout,
+            q_bytes,
+            host,
+            k_new_bytes,
+            v_new_bytes,
+        } = CaseInputs::generate(c, rand::rng().random());
         let splits = c.num_splits(gpu.info().sms);
-        let (kvh, d) = (c.kv_heads, c.head_dim);
-        let pool = layout.pool_elements(kvh, d);
-        let scales: Vec<f32> = (0..kvh)
-            .map(|h| super::fp8_scale(c.kv_dtype, h, c.per_head_scales))
-            .collect();
-        // The kv head of pool element i: pools are [page][kv_head][page_size][dim].
-        let head_of = |i: usize| (i / (layout.page_size * d)) % kvh;
-        let k_bytes = random_encoded(seed(), pool, c.kv_dtype, |i| scales[head_of(i)]);
-        let mut v_bytes = random_encoded(seed(), pool, c.kv_dtype, |i| scales[head_of(i)]);
-        let rows = c.batch * c.q_len * c.q_heads;
-        let mut q_bytes = random_encoded(seed(), rows * d, c.q_dtype, |_| 1.0);
-        if c.index_data {
-            q_bytes.fill(0); // +0.0 in bf16 and fp16
-            let e = c.kv_dtype;
-            for (b, &ctx) in layout.context_lens.iter().enumerate() {
-                for t in 0..ctx as usize {
-                    for (h, scale) in scales.iter().enumerate() {
-                        for dd in 0..d {
-                            let i = layout.index(b, t, h, kvh, d, dd);
-                            let stored = if t % d == dd { 1.0 / scale } else { 0.0 };
-                            e.encode_to(stored, &mut v_bytes[i * e.bytes()..(i + 1) * e.bytes()]);
-                        }
-                    }
-                }
-            }
-        }
-        let new_elements = c.batch * c.q_len * kvh * d;
-        let k_new_bytes = random_encoded(seed(), new_elements, c.q_dtype, |_| 1.0);
-        let v_new_bytes = random_encoded(seed(), new_elements, c.q_dtype, |_| 1.0);
-        let q = c.q_dtype.decode_all(&q_bytes);
-
+        let (rows, d) = (c.batch * c.q_len * c.q_heads, c.head_dim);
         let variants = vec![decode_variant(gpu, c), append_variant(gpu, c)];
         let prepared = PreparedAttention {
             q: gpu.upload(&q_bytes)?,
-            k_pool: gpu.upload(&k_bytes)?,
-            v_pool: gpu.upload(&v_bytes)?,
+            k_pool: gpu.upload(&host.k_pool)?,
+            v_pool: gpu.upload(&host.v_pool)?,
             block_tables: gpu.upload(&layout.block_tables)?,
             context_lens: gpu.upload(&layout.context_lens)?,
-            k_scales: gpu.upload(&scales)?,
-            v_scales: gpu.upload(&scales)?,
+            k_scales: gpu.upload(&host.k_scales)?,
+            v_scales: gpu.upload(&host.v_scales)?,
             o_partial: gpu.alloc(splits * rows * d)?,
             lse_partial: gpu.alloc(splits * rows)?,
             out: gpu.alloc(rows * d * c.q_dtype.bytes())?,
@@ -169,14 +136,7 @@ impl PreparedAttention {
             v_new: gpu.upload(&v_new_bytes)?,
             k_new_host: c.q_dtype.decode_all(&k_new_bytes),
             v_new_host: c.q_dtype.decode_all(&v_new_bytes),
-            host: HostInputs {
-                q,
-                kv_format: c.kv_dtype,
-                k_pool: k_bytes,
-                v_pool: v_bytes,
-                k_scales: scales.clone(),
-                v_scales: scales,
-            },
+            host,
             max_pages: layout.max_pages_per_seq as i32,
             scale_stride: i32::from(c.per_head_scales),
             config: c.clone(),
@@ -195,9 +155,10 @@ impl PreparedAttention {
             c.kv_heads as i32,
             c.head_dim as i32,
         );
-        let (page_size, splits, window) = (
+        let (page_size, splits, split_align, window) = (
             self.layout.page_size as i32,
             self.splits as i32,
+            c.split_align() as i32,
             c.window as i32,
         );
         let (softmax_scale, softcap) = (c.softmax_scale(), c.softcap);
@@ -216,6 +177,7 @@ impl PreparedAttention {
             .value(&head_dim)
             .value(&page_size)
             .value(&splits)
+            .value(&split_align)
             .value(&softmax_scale)
             .value(&softcap)
             .value(&window);
@@ -288,31 +250,15 @@ impl PreparedAttention {
         let got = self.config.q_dtype.decode_all(&gpu.download(&self.out)?);
         let checked = rows_to_check(&self.config);
         let rows = decode_reference(&self.config, &self.layout, &self.host, &checked);
-        // The kernels compute in the KV type for 16-bit caches (queries are rounded to it once)
-        // and in the query type for FP8 caches (FP8 widens exactly); the output is the q type.
         let c = &self.config;
-        let u_out = c.q_dtype.unit_roundoff();
-        let u_compute = match c.kv_dtype {
-            Element::Bf16 | Element::Fp16 => u_out.max(c.kv_dtype.unit_roundoff()),
-            _ => u_out,
-        };
         let d = c.head_dim;
-        let (mut err2, mut ref2, mut failures, mut first) = (0f64, 0f64, 0usize, None);
-        for (&r, row) in checked.iter().zip(&rows) {
-            for dd in 0..d {
-                let (g, want) = (f64::from(got[r * d + dd]), row.out[dd]);
-                let err = (g - want).abs();
-                err2 += err * err;
-                ref2 += want * want;
-                // NaN (an unwritten element) fails too: it is not within any bound.
-                let within = err <= tolerance(row, dd, u_out, u_compute);
-                if !within {
-                    failures += 1;
-                    first.get_or_insert(format!("row {r} element {dd}: got {g}, want {want}"));
-                }
-            }
-        }
-        let rel = (err2 / ref2.max(f64::MIN_POSITIVE)).sqrt();
+        let Comparison {
+            failures,
+            first,
+            rel_err: rel,
+        } = compare(&checked, &rows, &Arithmetic::of(c, self.splits), |n, dd| {
+            f64::from(got[checked[n] * d + dd])
+        });
         Ok(Check {
             passed: failures == 0,
             max_rel_err: rel,
@@ -467,6 +413,7 @@ fn append_variant(gpu: &Gpu, c: &AttentionConfig) -> Variant<PreparedAttention> 
 
 #[cfg(test)]
 mod tests {
+    use super::super::inputs::layout_of;
     use super::*;
 
     #[test]
@@ -477,6 +424,8 @@ mod tests {
             "b=3,lens=1:17:4000,p=7",
             "b=2,ctx=300,layout=contiguous",
             "b=5,ctx=100,p=1",
+            // A shared prefix: its pages are counted once.
+            "b=4,lens=40:37:33:64,p=16,prefix=32",
         ] {
             let c = AttentionConfig::parse(spec).unwrap();
             let layout = layout_of(&c, 0);
@@ -495,6 +444,8 @@ mod tests {
     fn kernel_names_follow_the_case() {
         let c = AttentionConfig::parse("kv=e4m3,q=fp16,d=80").unwrap();
         assert_eq!(decode_kernel_name(&c), "paged_decode_e4m3_fp16_dany");
+        let d120 = AttentionConfig::parse("kv=fp16,d=120").unwrap();
+        assert_eq!(decode_kernel_name(&d120), "paged_decode_fp16_bf16_dany");
         assert_eq!(merge_kernel_name(&c), "paged_decode_merge_fp16");
         assert_eq!(append_kernel_name(&c), "paged_append_e4m3_fp16");
         let names = all_kernel_names();

@@ -351,8 +351,19 @@ impl EvictConfig {
                 "eviction cases take the decode cache (qlen=1); the score pass's rows are `obs=`"
             );
         }
-        if self.cache.window > 0 || self.cache.softcap > 0.0 || self.cache.contiguous {
-            bail!("window=, softcap= and layout= are attention options, not eviction ones");
+        let c = &self.cache;
+        // The eviction kernels read one scale per head for K and V, from an unshared cache.
+        let custom_scales = !c.k_scale.is_empty() || !c.v_scale.is_empty();
+        if c.window > 0 || c.softcap > 0.0 || c.contiguous || c.prefix > 0 || custom_scales {
+            bail!(
+                "window=, softcap=, layout=, prefix=, kscale= and vscale= are attention options, not eviction ones"
+            );
+        }
+        if c.head_dim % 16 != 0 {
+            bail!(
+                "head dim {}: the eviction score kernel takes multiples of 16",
+                c.head_dim
+            );
         }
         let needs_scores = self.needs_scores();
         if self.op == Op::Score && !needs_scores {
@@ -542,6 +553,8 @@ mod tests {
         assert!(err("obs=0").contains("1..=64"));
         assert!(err("qlen=2").contains("qlen=1"));
         assert!(err("heads=32/5").contains("multiple of kv heads"));
+        assert!(err("d=120").contains("multiples of 16"));
+        assert!(err("kv=e4m3,kscale=0.5").contains("attention options"));
         assert!(err("budget=150%").to_lowercase().contains("budget"));
     }
 

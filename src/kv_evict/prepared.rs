@@ -249,9 +249,7 @@ impl PreparedEviction {
         let g = Geometry::new(c, rng.random());
         let cache = &c.cache;
         let (kvh, d, e) = (cache.kv_heads, cache.head_dim, cache.kv_dtype);
-        let k_scales: Vec<f32> = (0..kvh)
-            .map(|h| crate::attention::fp8_scale(e, h, cache.per_head_scales))
-            .collect();
+        let (k_scales, _) = cache.fp8_scales();
         let head_of = |i: usize| (i / (g.old.page_size * d)) % kvh;
         let pool_elements = g.old.pool_elements(kvh, d);
         let k_host = random_encoded(rng.random(), pool_elements, e, |i| k_scales[head_of(i)]);
