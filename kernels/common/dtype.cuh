@@ -162,4 +162,52 @@ template <typename Fp8> __device__ __forceinline__ uint16_t narrow_fp8x2(float l
   return __nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, Fp8::kKind);
 }
 
+// The int8 weight format, as a tag beside E4m3 and E5m2 (two's complement codes, one byte each).
+struct S8 {};
+
+// Four int8 values (two's complement, bytes of w, lowest first) widened exactly to four bf16,
+// two per word, lowest first: byte b ^ 0x80 = v + 128 is placed in the mantissa of 2^23 (f32
+// 2^23 + v + 128, exact) and 2^23 + 128 subtracted; |v| <= 128 is exact in bf16.
+__device__ __forceinline__ uint2 widen_s8x4_bf16(uint32_t w) {
+  const uint32_t u = w ^ 0x80808080u;
+  float f[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    f[i] = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7440u | i)) - 8388736.0f;
+  }
+  return make_uint2(Half16<__nv_bfloat16>::pack(f[0], f[1]),
+                    Half16<__nv_bfloat16>::pack(f[2], f[3]));
+}
+
+// 16 fp8 codes (a 16-byte vector) as 8 words of 16-bit floats of type T, element order kept.
+template <typename Fp8, typename T>
+__device__ __forceinline__ void widen_fp8x16(const uint4& v, uint32_t (&o)[8]) {
+  const uint32_t in[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint2 r = widen_fp8x4<Fp8, T>(in[i]);
+    o[2 * i] = r.x;
+    o[2 * i + 1] = r.y;
+  }
+}
+
+// 16 weight codes of format F (S8, E4m3, E5m2) widened exactly to 8 words of bf16 pairs, element
+// order kept: how weight-only GEMMs feed 8-bit weights to a bf16 mma.
+template <typename F> struct WidenToBf16 {
+  __device__ __forceinline__ static void run(const uint4& v, uint32_t (&o)[8]) {
+    widen_fp8x16<F, __nv_bfloat16>(v, o);
+  }
+};
+template <> struct WidenToBf16<S8> {
+  __device__ __forceinline__ static void run(const uint4& v, uint32_t (&o)[8]) {
+    const uint32_t in[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint2 r = widen_s8x4_bf16(in[i]);
+      o[2 * i] = r.x;
+      o[2 * i + 1] = r.y;
+    }
+  }
+};
+
 }  // namespace rb

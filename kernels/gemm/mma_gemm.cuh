@@ -1,5 +1,6 @@
 // The `mma` GEMM path (sm_80+): the classic Ampere tensor-core GEMM, shared by kernels/gemm/mma.cu
-// (bf16, int8) and kernels/gemm/mma_fp8.cu (e4m3, e5m2; sm_89+), which only instantiate it.
+// (bf16, int8, and weight-only: 8-bit W x bf16 X) and kernels/gemm/mma_fp8.cu (e4m3, e5m2;
+// sm_89+), which only instantiate it.
 //
 //   Y[m][n] = bf16_rn( sum_k X[m][k] W[n][k] * scales + bias[n] ), X [M][K], W [N][K] row-major.
 //
@@ -34,9 +35,18 @@
 //   16-byte stores where N % 8 == 0 and Y is 16-byte aligned, else element stores; every store is
 //   predicated on m < M, n < N.
 // - CTAs are rastered in groups of 8 tile rows (M) so consecutive CTAs share W tiles in L2.
+// - Weight-only (WFmt = S8, E4m3 or E5m2; X bf16, bf16 mma): a stage holds 32 K elements, the
+//   X tile as above (64 bytes per row) and the W codes in a plain 128 x 32-byte tile. After its
+//   cp.async wait each thread widens the one 16-byte W chunk it copied (16 codes -> 16 bf16,
+//   exact: every int8, e4m3 and e5m2 value is a bf16 value) into a separate bf16 W tile laid out
+//   and swizzled like the X tile, then a barrier, then compute_stage runs the bf16 mma on it
+//   unchanged. Why a tile and not per-fragment widening: the two M warps that share a W column
+//   would widen it twice, and no ldmatrix of 8-bit rows lands the bytes a bf16 B fragment holds
+//   (k = 2t, 2t+1 and 2t+8, 2t+9 of its column). The scales are W's only (scale_x is null):
+//   per tensor or per channel in the epilogue, block-128 promoted every 4 stages.
 //
-// Constraints (checked by src/gemm/paths/mma.rs): K * element bytes % 16 == 0 and X, W 16-byte
-// aligned (cp.async of 16 bytes), M, N, K < 2^31; int8 without block scales accumulates all of K
+// Constraints (checked by src/gemm/paths/mma.rs): K * element bytes % 16 == 0 for X and W
+// (weight-only: K % 16 == 0) and X, W 16-byte aligned (cp.async of 16 bytes), M, N, K < 2^31; int8 without block scales accumulates all of K
 // in s32 (K <= 133144 avoids overflow).
 #pragma once
 #include <cstdint>
@@ -61,7 +71,6 @@ constexpr int kNi = kWarpTileN / 8;        // n8 tiles per warp
 constexpr int kRowBytes = 64;              // K bytes per row per stage
 constexpr int kKSteps = kRowBytes / 32;    // mma k-steps per stage (32 bytes of K each)
 constexpr int kTileBytes = kBM * kRowBytes;  // one operand's tile per stage (kBM == kBN)
-constexpr int kStageBytes = 2 * kTileBytes;
 constexpr int kOutRowBytes = kBN * 2 + 16;  // bf16 output staging, padded
 constexpr int kOutBytes = kBM * kOutRowBytes;
 constexpr int kGroupM = 8;                  // tile rows per raster group
@@ -70,8 +79,20 @@ constexpr int kScaleBlock = 128;            // K (and N) extent of a block-128 s
 static_assert(kBM == kBN, "the loaders assume square tiles");
 static_assert(kRowBytes == 64, "the swizzle assumes four 16-byte chunks per row");
 
-__host__ __device__ constexpr int smem_bytes(int stages) {
-  return stages * kStageBytes > kOutBytes ? stages * kStageBytes : kOutBytes;
+// Shared memory per stage and the widened W tile, for same-format (kWeightOnly false) or
+// weight-only inputs (W tiles of 32 code bytes per row, widened into one bf16 tile).
+template <bool kWeightOnly> struct Layout {
+  static constexpr int kWRowBytes = kWeightOnly ? kRowBytes / 2 : kRowBytes;  // W bytes a stage
+  static constexpr int kWTileBytes = kBN * kWRowBytes;
+  static constexpr int kStageBytes = kTileBytes + kWTileBytes;
+  static constexpr int kWideBytes = kWeightOnly ? kTileBytes : 0;
+};
+
+__host__ __device__ constexpr int smem_bytes(int stages, bool weight_only) {
+  const int used = weight_only
+                       ? stages * Layout<true>::kStageBytes + Layout<true>::kWideBytes
+                       : stages * Layout<false>::kStageBytes;
+  return used > kOutBytes ? used : kOutBytes;
 }
 
 // Byte offset of 16-byte chunk `chunk` (0..3) of row `row` in a swizzled tile (see header).
@@ -82,36 +103,59 @@ __device__ __forceinline__ uint32_t swizzled(int row, int chunk) {
 // Bytes of one X or W element for an mma type.
 template <class Mma> constexpr int kElementBytes = std::is_same_v<Mma, MmaBf16> ? 2 : 1;
 
-// Issues the copies of stage `kt` (K bytes [64 kt, 64 kt + 64)) of both operands into the stage
-// at shared address `stage`. 512 chunks per operand, 2 per thread; chunks past M, N or K are
-// zero-filled (K bytes are a multiple of 16, so a chunk is wholly inside K or wholly past it).
+// Issues the copies of stage `kt` of both operands into the stage at shared address `stage`:
+// rows [m0, m0 + 128) of X and [n0, n0 + 128) of W, row-major with `x_bytes` and `w_bytes` bytes
+// per row. Same-format inputs: K bytes [64 kt, 64 kt + 64) of both, 512 chunks per operand, 2 per
+// thread, into swizzled 64-byte rows. Weight-only: X the same (32 bf16), W's 32 codes of those K
+// a plain 32-byte row (only its copier reads it back: see widen_w_chunk), chunk tid. Chunks past
+// M, N or the row bytes are zero-filled (row bytes are a multiple of 16, so a chunk is wholly
+// inside or wholly past them).
+template <bool kWeightOnly>
 __device__ __forceinline__ void load_stage(uint32_t stage, const uint8_t* x, const uint8_t* w,
-                                           int m0, int n0, int m, int n, long long k_bytes,
-                                           int kt, int tid) {
+                                           int m0, int n0, int m, int n, long long x_bytes,
+                                           long long w_bytes, int kt, int tid) {
 #pragma unroll
   for (int i = 0; i < (kBM * kRowBytes / 16) / kThreads; ++i) {
     const int c = tid + i * kThreads;
     const int row = c >> 2, chunk = c & 3;
     const long long kb = (long long)kt * kRowBytes + chunk * 16;
-    const bool k_in = kb < k_bytes;
+    const bool k_in = kb < x_bytes;
     const uint32_t offset = swizzled(row, chunk);
     const bool x_in = k_in && m0 + row < m;
-    const bool w_in = k_in && n0 + row < n;
     // A skipped copy reads nothing; the base address stands in for an out-of-range one.
-    cp_async_16(stage + offset, x_in ? x + (size_t)(m0 + row) * k_bytes + kb : x, x_in);
-    cp_async_16(stage + kTileBytes + offset, w_in ? w + (size_t)(n0 + row) * k_bytes + kb : w,
-                w_in);
+    cp_async_16(stage + offset, x_in ? x + (size_t)(m0 + row) * x_bytes + kb : x, x_in);
+    if constexpr (!kWeightOnly) {
+      const bool w_in = k_in && n0 + row < n;
+      cp_async_16(stage + kTileBytes + offset, w_in ? w + (size_t)(n0 + row) * x_bytes + kb : w,
+                  w_in);
+    }
+  }
+  if constexpr (kWeightOnly) {
+    constexpr int kWRow = Layout<true>::kWRowBytes;
+    static_assert(kBN * kWRow / 16 == kThreads, "one W chunk per thread");
+    const int row = tid / (kWRow / 16), chunk = tid % (kWRow / 16);
+    const long long kb = (long long)kt * kWRow + chunk * 16;
+    const bool w_in = kb < w_bytes && n0 + row < n;
+    cp_async_16(stage + kTileBytes + row * kWRow + chunk * 16,
+                w_in ? w + (size_t)(n0 + row) * w_bytes + kb : w, w_in);
   }
 }
 
-// acc += the stage's X tile rows of this warp x W tile rows of this warp.
-//
-// ldmatrix.x4 takes lane l's address for row l % 8 of matrix l / 8 and returns matrix j in
-// register j. A (rows = M, 16 x 32 bytes per m16 tile): matrices (rows 0-7, bytes 0-15),
-// (rows 8-15, bytes 0-15), (rows 0-7, bytes 16-31), (rows 8-15, bytes 16-31) are exactly the
-// fragment registers a[0..3]. B (rows = N, two n8 tiles per ldmatrix): (n 0-7, bytes 0-15),
-// (n 0-7, bytes 16-31), (n 8-15, bytes 0-15), (n 8-15, bytes 16-31) = b[j][0], b[j][1],
-// b[j+1][0], b[j+1][1].
+// Weight-only: the W chunk this thread copied into the stage's code tile (row tid / 2, chunk
+// tid % 2, K elements 16 (tid % 2) ..) widened to bf16, which are chunks 2 (tid % 2) and
+// 2 (tid % 2) + 1 of the same row of the swizzled bf16 tile at `wide`. Reading its own copy needs
+// only this thread's cp.async wait; the bf16 tile needs a barrier before others read it.
+template <class WFmt>
+__device__ __forceinline__ void widen_w_chunk(const uint8_t* codes, uint8_t* wide, int tid) {
+  constexpr int kChunks = Layout<true>::kWRowBytes / 16;
+  const int row = tid / kChunks, chunk = tid % kChunks;
+  const uint4 raw = *reinterpret_cast<const uint4*>(codes + row * Layout<true>::kWRowBytes + chunk * 16);
+  uint32_t o[8];
+  WidenToBf16<WFmt>::run(raw, o);
+  *reinterpret_cast<uint4*>(wide + swizzled(row, 2 * chunk)) = make_uint4(o[0], o[1], o[2], o[3]);
+  *reinterpret_cast<uint4*>(wide + swizzled(row, 2 * chunk + 1)) = make_uint4(o[4], o[5], o[6], o[7]);
+}
+
 // The fp8 tag of an 8-bit float mma (void for the others).
 template <class Mma> struct Fp8Of { using type = void; };
 template <> struct Fp8Of<MmaE4m3> { using type = E4m3; };
@@ -137,7 +181,8 @@ constexpr bool kFp8NeedsWidening = false;
 // b[j+1][0], b[j+1][1].
 template <class Mma>
 __device__ __forceinline__ void compute_stage(typename Mma::Acc (&acc)[kMi][kNi][4],
-                                              uint32_t stage, int warp_m, int warp_n, int lane) {
+                                              uint32_t a_base, uint32_t b_base, int warp_m,
+                                              int warp_n, int lane) {
   using Fp8 = typename Fp8Of<Mma>::type;
   constexpr bool kWiden = kFp8NeedsWidening && !std::is_void_v<Fp8>;
   const int lane_xor = (lane >> 1) & 3;  // (row >> 1) & 3 of every row this lane addresses
@@ -145,7 +190,6 @@ __device__ __forceinline__ void compute_stage(typename Mma::Acc (&acc)[kMi][kNi]
   const int a_chunk = lane >> 4;
   const int b_row = warp_n * kWarpTileN + (lane & 7) + (lane >> 4) * 8;
   const int b_chunk = (lane >> 3) & 1;
-  const uint32_t a_base = stage, b_base = stage + kTileBytes;
 #pragma unroll
   for (int ks = 0; ks < kKSteps; ++ks) {
     uint32_t a[kMi][4], b[kNi][2];
@@ -204,18 +248,23 @@ __device__ __forceinline__ void compute_stage(typename Mma::Acc (&acc)[kMi][kNi]
   }
 }
 
-// The whole GEMM for one CTA tile. Mma: MmaBf16, MmaS8, MmaE4m3, MmaE5m2. kBlock128: scale_mode 3
+// The whole GEMM for one CTA tile. Mma: MmaBf16, MmaS8, MmaE4m3, MmaE5m2. WFmt: void (W of X's
+// format) or, with MmaBf16, the weight-only W format S8, E4m3, E5m2. kBlock128: scale_mode 3
 // (promotion per 128 K); otherwise scale_mode 0, 1 or 2 in the epilogue.
-template <class Mma, bool kBlock128, int kStages>
+template <class Mma, class WFmt, bool kBlock128, int kStages>
 __device__ __forceinline__ void gemm(const void* x_ptr, const void* w_ptr, __nv_bfloat16* y,
                                      const float* scale_x, const float* scale_w,
                                      const __nv_bfloat16* bias, int m, int n, int k,
                                      int scale_mode) {
   using Acc = typename Mma::Acc;
-  constexpr int kElemBytes = kElementBytes<Mma>;
-  // Stages per 128-element scale block (2 for 8-bit inputs).
+  constexpr bool kWeightOnly = !std::is_void_v<WFmt>;
+  using L = Layout<kWeightOnly>;
+  constexpr int kElemBytes = kElementBytes<Mma>;  // of X (and of W unless weight-only)
+  // Stages per 128-element scale block (2 for 8-bit inputs, 4 for weight-only's 32 K a stage).
   constexpr int kStagesPerBlock = kScaleBlock * kElemBytes / kRowBytes;
-  static_assert(!kBlock128 || kElemBytes == 1, "block-128 scaling is for 8-bit inputs");
+  static_assert(!kWeightOnly || std::is_same_v<Mma, MmaBf16>, "weight-only runs the bf16 mma");
+  static_assert(!kBlock128 || kElemBytes == 1 || kWeightOnly,
+                "block-128 scaling is for 8-bit weights");
 
   extern __shared__ __align__(128) uint8_t smem[];
   if (m <= 0 || n <= 0) return;
@@ -237,9 +286,11 @@ __device__ __forceinline__ void gemm(const void* x_ptr, const void* w_ptr, __nv_
 
   const uint8_t* x = static_cast<const uint8_t*>(x_ptr);
   const uint8_t* w = static_cast<const uint8_t*>(w_ptr);
-  const long long k_bytes = (long long)k * kElemBytes;
+  const long long k_bytes = (long long)k * kElemBytes;             // of an X row
+  const long long w_bytes = kWeightOnly ? (long long)k : k_bytes;  // of a W row
   const int k_tiles = int((k_bytes + kRowBytes - 1) / kRowBytes);
   const uint32_t smem_base = smem_address(smem);
+  uint8_t* const wide = smem + kStages * L::kStageBytes;  // weight-only: the bf16 W tile
 
   Acc acc[kMi][kNi][4];
 #pragma unroll
@@ -266,7 +317,10 @@ __device__ __forceinline__ void gemm(const void* x_ptr, const void* w_ptr, __nv_
   // Prologue: stages 0 .. kStages-2 in flight, one commit group each (possibly empty).
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < k_tiles) load_stage(smem_base + s * kStageBytes, x, w, m0, n0, m, n, k_bytes, s, tid);
+    if (s < k_tiles) {
+      load_stage<kWeightOnly>(smem_base + s * L::kStageBytes, x, w, m0, n0, m, n, k_bytes, w_bytes,
+                              s, tid);
+    }
     cp_async_commit();
   }
 
@@ -279,10 +333,19 @@ __device__ __forceinline__ void gemm(const void* x_ptr, const void* w_ptr, __nv_
     __syncthreads();
     const int next = kt + kStages - 1;
     if (next < k_tiles) {
-      load_stage(smem_base + (next % kStages) * kStageBytes, x, w, m0, n0, m, n, k_bytes, next,
-                 tid);
+      load_stage<kWeightOnly>(smem_base + (next % kStages) * L::kStageBytes, x, w, m0, n0, m, n,
+                              k_bytes, w_bytes, next, tid);
     }
     cp_async_commit();
+
+    const uint32_t stage = smem_base + (kt % kStages) * L::kStageBytes;
+    uint32_t w_tile = stage + kTileBytes;
+    if constexpr (kWeightOnly) {
+      // The bf16 W tile of the previous stage is free: every warp passed the barrier above.
+      widen_w_chunk<WFmt>(smem + (kt % kStages) * L::kStageBytes + kTileBytes, wide, tid);
+      __syncthreads();  // the widened tile complete for every warp
+      w_tile = smem_address(wide);
+    }
 
     if constexpr (kBlock128) {
       if (kt % kStagesPerBlock == 0) {  // first stage of block kb: fetch its scales
@@ -292,13 +355,13 @@ __device__ __forceinline__ void gemm(const void* x_ptr, const void* w_ptr, __nv_
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
             const int row = m0 + warp_m * kWarpTileM + mi * 16 + g + 8 * h;
-            block_sx[mi][h] = row < m ? scale_x[(size_t)row * k_blocks + kb] : 0.f;
+            block_sx[mi][h] = kWeightOnly ? 1.f : row < m ? scale_x[(size_t)row * k_blocks + kb] : 0.f;
           }
         block_sw = scale_w[(size_t)tn * k_blocks + kb];
       }
     }
 
-    compute_stage<Mma>(acc, smem_base + (kt % kStages) * kStageBytes, warp_m, warp_n, lane);
+    compute_stage<Mma>(acc, stage, w_tile, warp_m, warp_n, lane);
 
     if constexpr (kBlock128) {
       if ((kt + 1) % kStagesPerBlock == 0 || kt + 1 == k_tiles) {  // last stage of block kb
@@ -323,14 +386,16 @@ __device__ __forceinline__ void gemm(const void* x_ptr, const void* w_ptr, __nv_
   // Epilogue: value = acc * row_scale * col_scale + bias, per fragment element (c0, c1: row g,
   // columns 2t, 2t+1; c2, c3: row g + 8).
   float row_scale[kMi][2], col_scale[kNi][2], col_bias[kNi][2];
-  const float tensor_scale = (!kBlock128 && scale_mode == 1) ? scale_x[0] * scale_w[0] : 1.f;
+  // Weight-only: X has no scales (scale_x is null), W's are per tensor or per channel.
+  const float tensor_scale =
+      (!kBlock128 && scale_mode == 1) ? (kWeightOnly ? 1.f : scale_x[0]) * scale_w[0] : 1.f;
   const bool per_row = !kBlock128 && scale_mode == 2;
 #pragma unroll
   for (int mi = 0; mi < kMi; ++mi)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int row = m0 + warp_m * kWarpTileM + mi * 16 + g + 8 * h;
-      row_scale[mi][h] = per_row && row < m ? scale_x[row] : tensor_scale;
+      row_scale[mi][h] = per_row && !kWeightOnly && row < m ? scale_x[row] : tensor_scale;
     }
 #pragma unroll
   for (int ni = 0; ni < kNi; ++ni)
@@ -391,12 +456,13 @@ __device__ __forceinline__ void gemm(const void* x_ptr, const void* w_ptr, __nv_
 
 }  // namespace rb::gemm_mma
 
-// One extern "C" kernel: NAME(x, w, y, scale_x, scale_w, bias, m, n, k, scale_mode).
-#define RB_GEMM_MMA_KERNEL(NAME, MMA, BLOCK128, STAGES, MIN_BLOCKS)                               \
+// One extern "C" kernel: NAME(x, w, y, scale_x, scale_w, bias, m, n, k, scale_mode). WFMT: void,
+// or the weight-only W format (S8, E4m3, E5m2) with MMA = MmaBf16.
+#define RB_GEMM_MMA_KERNEL(NAME, MMA, WFMT, BLOCK128, STAGES, MIN_BLOCKS)                         \
   extern "C" __global__ void __launch_bounds__(rb::gemm_mma::kThreads, MIN_BLOCKS)              \
       NAME(const void* x, const void* w, __nv_bfloat16* y, const float* scale_x,                  \
            const float* scale_w, const __nv_bfloat16* bias, int m, int n, int k,                  \
            int scale_mode) {                                                                      \
-    rb::gemm_mma::gemm<MMA, BLOCK128, STAGES>(x, w, y, scale_x, scale_w, bias, m, n, k,           \
+    rb::gemm_mma::gemm<MMA, WFMT, BLOCK128, STAGES>(x, w, y, scale_x, scale_w, bias, m, n, k,     \
                                               scale_mode);                                        \
   }

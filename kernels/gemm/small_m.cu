@@ -107,32 +107,6 @@ __device__ __forceinline__ uint4 ld_stream(const void* p, bool pred) {
   return v;
 }
 
-// Four int8 values (two's complement, bytes of w, lowest first) widened exactly to four bf16,
-// two per word, lowest first: byte b ^ 0x80 = v + 128 is placed in the mantissa of 2^23 (f32
-// 2^23 + v + 128, exact) and 2^23 + 128 subtracted; |v| <= 128 is exact in bf16.
-__device__ __forceinline__ uint2 widen_s8x4_bf16(uint32_t w) {
-  const uint32_t u = w ^ 0x80808080u;
-  float f[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    f[i] = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7440u | i)) - 8388736.0f;
-  }
-  return make_uint2(Half16<__nv_bfloat16>::pack(f[0], f[1]),
-                    Half16<__nv_bfloat16>::pack(f[2], f[3]));
-}
-
-// 16 8-bit codes (a 16-byte vector) as 8 words of 16-bit floats, element order kept.
-template <typename Fp8, typename T>
-__device__ __forceinline__ void widen_fp8x16(const uint4& v, uint32_t (&o)[8]) {
-  const uint32_t in[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const uint2 r = widen_fp8x4<Fp8, T>(in[i]);
-    o[2 * i] = r.x;
-    o[2 * i + 1] = r.y;
-  }
-}
-
 __device__ __forceinline__ void words4(const uint4& v, uint32_t (&o)[4]) {
   o[0] = v.x;
   o[1] = v.y;
@@ -148,7 +122,6 @@ __device__ __forceinline__ void words4(const uint4& v, uint32_t (&o)[4]) {
 struct Bf16In {};
 template <typename F> struct W8A8 {};
 template <typename F> struct WOnly {};
-struct S8 {};  // the int8 format tag (fp8 ones are E4m3, E5m2 of dtype.cuh)
 
 template <typename Kind> struct Traits;
 
@@ -218,23 +191,6 @@ template <typename F> struct Traits<W8A8<F>> {
     Fp8Mma<F>::Mma::mma(d, a, b);
   }
 #endif
-};
-
-template <typename F> struct WidenToBf16 {
-  __device__ __forceinline__ static void run(const uint4& v, uint32_t (&o)[8]) {
-    widen_fp8x16<F, __nv_bfloat16>(v, o);
-  }
-};
-template <> struct WidenToBf16<S8> {
-  __device__ __forceinline__ static void run(const uint4& v, uint32_t (&o)[8]) {
-    const uint32_t in[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const uint2 r = widen_s8x4_bf16(in[i]);
-      o[2 * i] = r.x;
-      o[2 * i + 1] = r.y;
-    }
-  }
 };
 
 template <typename F> struct Traits<WOnly<F>> {
@@ -546,7 +502,7 @@ __device__ __forceinline__ void gemm(const void* x_, const void* w_, __nv_bfloat
 RB_SMALL_M_BUCKETS(gemm_small_m_bf16, rb::small_m::Bf16In)
 RB_SMALL_M_BUCKETS(gemm_small_m_e4m3, rb::small_m::W8A8<rb::E4m3>)
 RB_SMALL_M_BUCKETS(gemm_small_m_e5m2, rb::small_m::W8A8<rb::E5m2>)
-RB_SMALL_M_BUCKETS(gemm_small_m_s8, rb::small_m::W8A8<rb::small_m::S8>)
+RB_SMALL_M_BUCKETS(gemm_small_m_s8, rb::small_m::W8A8<rb::S8>)
 RB_SMALL_M_BUCKETS(gemm_small_m_we4m3_abf16, rb::small_m::WOnly<rb::E4m3>)
 RB_SMALL_M_BUCKETS(gemm_small_m_we5m2_abf16, rb::small_m::WOnly<rb::E5m2>)
-RB_SMALL_M_BUCKETS(gemm_small_m_ws8_abf16, rb::small_m::WOnly<rb::small_m::S8>)
+RB_SMALL_M_BUCKETS(gemm_small_m_ws8_abf16, rb::small_m::WOnly<rb::S8>)

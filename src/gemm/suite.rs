@@ -146,11 +146,14 @@ fn grid_specs(quick: bool) -> Vec<String> {
         }
     }
     for m in SWEEP_M {
-        let mut formats = vec!["fmt=bf16", "fmt=e4m3,scale=tensor", "fmt=int8,scale=token"];
-        if m <= 64 {
-            formats.extend(["fmt=e4m3,act=bf16", "fmt=int8,act=bf16"]);
-        }
-        for f in formats {
+        // Weight-only at every M: the small_m path to 64, the mma path's tensor cores past it.
+        for f in [
+            "fmt=bf16",
+            "fmt=e4m3,scale=tensor",
+            "fmt=int8,scale=token",
+            "fmt=e4m3,act=bf16",
+            "fmt=int8,act=bf16",
+        ] {
             specs.push(format!("shape={m}x{n}x{k},{f}"));
         }
     }
@@ -218,6 +221,11 @@ pub fn verify_specs() -> Vec<String> {
         // levels, the accuracy columns show it; every path must still match its reference.
         "shape=64x256x1024,fmt=int8,scale=tensor,data=outliers,outliers=1,outlier_scale=200,path=all",
         "shape=16x1024x8192,fmt=e4m3,act=bf16,scale=block128,bias=1,path=all",
+        // Weight-only past the small_m sizes: the mma path's widened W tiles, with N, M and K
+        // tails (K = 1040: the last 128-block is 16 wide, the last stage half empty).
+        "shape=200x136x1040,fmt=int8,act=bf16,scale=block128,bias=1,path=all",
+        "shape=129x520x272,fmt=e5m2,act=bf16,scale=token,path=all",
+        "shape=300x256x512,fmt=e4m3,act=bf16,scale=tensor,path=all",
     ] {
         specs.push(extra.into());
     }

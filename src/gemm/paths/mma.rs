@@ -5,7 +5,10 @@
 //!
 //! Kernels: `gemm_mma_bf16`, `gemm_mma_s8`, `gemm_mma_e4m3`, `gemm_mma_e5m2` (scale modes 0-2,
 //! 3 pipeline stages, 48 KB of shared memory, 2 CTAs per SM) and `gemm_mma_<fmt>_block128`
-//! (block-128 scales promoted every 128 K, 4 stages, 64 KB, 1 CTA per SM).
+//! (block-128 scales promoted every 128 K, 4 stages, 64 KB, 1 CTA per SM). Weight-only inputs
+//! (8-bit W, BF16 X: the tensor-core path of weight-only GEMMs past the small-M sizes) take
+//! `gemm_mma_w<fmt>_abf16[_block128]`: stages of 32 K elements, each W tile widened to BF16 in
+//! shared memory before the BF16 mma (3 stages, 44 KB; block-128: 4 stages, 56 KB).
 
 use anyhow::{bail, Result};
 
@@ -19,7 +22,8 @@ pub const TILE_M: usize = 128;
 pub const TILE_N: usize = 128;
 /// Threads per CTA (8 warps).
 pub const THREADS: u32 = 256;
-/// K bytes per row per pipeline stage (`kRowBytes`).
+/// K bytes per row per pipeline stage (`kRowBytes`): of X and W, or of X alone for weight-only
+/// inputs, whose W rows take half as many code bytes a stage (`Layout<true>::kWRowBytes`).
 pub const STAGE_K_BYTES: usize = 64;
 /// Raster group: CTAs walk `GROUP_M` tile rows before the next tile column (`kGroupM`).
 pub const GROUP_M: usize = 8;
@@ -35,37 +39,53 @@ pub struct MmaPath;
 pub struct Variant {
     pub kernel: String,
     pub stages: u32,
+    /// 8-bit W widened to BF16 in shared memory (its own stage layout).
+    pub weight_only: bool,
 }
 
 impl Variant {
-    /// The kernel for `problem` (None for weight-only inputs, which the path does not take).
-    pub fn of(problem: &Problem) -> Option<Variant> {
+    /// The kernel for `problem`.
+    pub fn of(problem: &Problem) -> Variant {
         let format = match problem.inputs {
-            Inputs::Bf16 => "bf16",
-            Inputs::Quantized(f) => format_suffix(f),
-            Inputs::WeightOnly(_) => return None,
+            Inputs::Bf16 => "bf16".to_string(),
+            Inputs::Quantized(f) => format_suffix(f).to_string(),
+            Inputs::WeightOnly(f) => format!("w{}_abf16", format_suffix(f)),
         };
+        let weight_only = matches!(problem.inputs, Inputs::WeightOnly(_));
         let block128 = problem.inputs != Inputs::Bf16 && problem.scheme == Some(Scheme::Block128);
-        Some(if block128 {
-            Variant {
-                kernel: format!("gemm_mma_{format}_block128"),
-                stages: 4,
-            }
-        } else {
-            Variant {
-                kernel: format!("gemm_mma_{format}"),
-                stages: 3,
-            }
-        })
+        let (suffix, stages) = if block128 { ("_block128", 4) } else { ("", 3) };
+        Variant {
+            kernel: format!("gemm_mma_{format}{suffix}"),
+            stages,
+            weight_only,
+        }
     }
 
-    /// Dynamic shared memory: the stages (X and W tiles of 128 rows x 64 bytes each), or the
-    /// epilogue's bf16 output tile (rows of 256 + 16 bytes) if larger
-    /// (`rb::gemm_mma::smem_bytes`).
+    /// Dynamic shared memory (`rb::gemm_mma::smem_bytes`): the stages (X and W tiles of 128
+    /// rows x 64 bytes each; weight-only: X's, W's 128 x 32 code bytes, and one BF16 W tile of
+    /// 128 x 64 bytes they are widened into), or the epilogue's bf16 output tile (rows of
+    /// 256 + 16 bytes) if larger.
     pub fn shared_bytes(&self) -> u32 {
-        let stages = self.stages * 2 * (TILE_M * STAGE_K_BYTES) as u32;
+        let tile = (TILE_M * STAGE_K_BYTES) as u32;
+        let used = if self.weight_only {
+            self.stages * (tile + tile / 2) + tile
+        } else {
+            self.stages * 2 * tile
+        };
         let output = (TILE_M * (TILE_N * 2 + 16)) as u32;
-        stages.max(output)
+        used.max(output)
+    }
+}
+
+/// A problem of `inputs` and `scheme` whose size does not matter (kernel names).
+fn problem_of(inputs: Inputs, scheme: Scheme) -> Problem {
+    Problem {
+        m: 1,
+        n: 1,
+        k: 16,
+        inputs,
+        scheme: Some(scheme),
+        bias: false,
     }
 }
 
@@ -94,9 +114,11 @@ impl GemmPath for MmaPath {
     fn kernel_names(&self) -> Vec<String> {
         let mut names = vec!["gemm_mma_bf16".to_string()];
         for f in QuantFormat::ALL {
-            let s = format_suffix(f);
-            names.push(format!("gemm_mma_{s}"));
-            names.push(format!("gemm_mma_{s}_block128"));
+            for inputs in [Inputs::Quantized(f), Inputs::WeightOnly(f)] {
+                for scheme in [Scheme::PerTensor, Scheme::Block128] {
+                    names.push(Variant::of(&problem_of(inputs, scheme)).kernel);
+                }
+            }
         }
         names
     }
@@ -108,13 +130,7 @@ impl GemmPath for MmaPath {
                 "mma.sync with cp.async needs sm_80 or newer; got {sm}"
             ));
         }
-        if let Inputs::WeightOnly(_) = problem.inputs {
-            return Err(format!(
-                "the mma path takes BF16 or same-format 8-bit X and W; not weight-only {} \
-                 (the simt path computes it)",
-                problem.inputs
-            ));
-        }
+        // Weight-only FP8 needs no FP8 instruction: its W is widened to BF16 by bit arithmetic.
         if let Inputs::Quantized(f) = problem.inputs {
             if f != QuantFormat::Int8 {
                 if arch < (8, 9) {
@@ -129,13 +145,15 @@ impl GemmPath for MmaPath {
             }
         }
         check_i32_dims(problem)?;
-        let (bytes, _) = problem.inputs.element_bytes();
+        let (x_bytes, w_bytes) = problem.inputs.element_bytes();
+        let bytes = x_bytes.min(w_bytes);
         if (problem.k * bytes) % 16 != 0 {
             return Err(format!(
                 "K * element bytes must be a multiple of 16 (16-byte cp.async row loads); got \
-                 K = {} ({} bytes per row)",
+                 K = {} ({} bytes per {} row)",
                 problem.k,
-                problem.k * bytes
+                problem.k * bytes,
+                if x_bytes == w_bytes { "X and W" } else { "W" }
             ));
         }
         super::check_int8_accumulation(problem)?;
@@ -153,9 +171,7 @@ impl GemmPath for MmaPath {
         if let Err(why) = self.supports(problem, arch) {
             bail!("mma: {why}");
         }
-        let Some(variant) = Variant::of(problem) else {
-            bail!("mma: no kernel for {}", problem.inputs);
-        };
+        let variant = Variant::of(problem);
         let kernel = gpu.kernel_by_name(&variant.kernel)?;
         let shared = variant.shared_bytes();
         kernel.allow_dynamic_shared(shared)?;
@@ -222,46 +238,62 @@ mod tests {
     #[test]
     fn kernel_names_match_the_variants() {
         let names = MmaPath.kernel_names();
-        assert_eq!(names.len(), 7);
+        assert_eq!(names.len(), 13);
         for inputs in [
             Inputs::Bf16,
             E4M3,
             INT8,
             Inputs::Quantized(QuantFormat::E5m2),
+            Inputs::WeightOnly(QuantFormat::Int8),
+            Inputs::WeightOnly(QuantFormat::E5m2),
         ] {
             for scheme in [None, Some(Scheme::PerTensor), Some(Scheme::Block128)] {
                 let scheme = if inputs == Inputs::Bf16 { None } else { scheme };
-                let v = Variant::of(&problem(1, 1, 16, inputs, scheme)).unwrap();
+                let v = Variant::of(&problem(1, 1, 16, inputs, scheme));
                 assert!(names.contains(&v.kernel), "{} not listed", v.kernel);
             }
         }
-        let v = Variant::of(&problem(1, 1, 16, INT8, Some(Scheme::Block128))).unwrap();
+        let v = Variant::of(&problem(1, 1, 16, INT8, Some(Scheme::Block128)));
         assert_eq!(v.kernel, "gemm_mma_s8_block128");
         assert_eq!(v.stages, 4);
-        let v = Variant::of(&problem(1, 1, 16, Inputs::Bf16, None)).unwrap();
+        let v = Variant::of(&problem(1, 1, 16, Inputs::Bf16, None));
         assert_eq!(v.kernel, "gemm_mma_bf16");
-        assert!(Variant::of(&problem(
-            1,
-            1,
-            16,
-            Inputs::WeightOnly(QuantFormat::E4m3),
-            None
-        ))
-        .is_none());
+        let wo = |scheme| {
+            Variant::of(&problem(
+                1,
+                1,
+                16,
+                Inputs::WeightOnly(QuantFormat::E4m3),
+                Some(scheme),
+            ))
+        };
+        assert_eq!(
+            wo(Scheme::PerTokenPerChannel).kernel,
+            "gemm_mma_we4m3_abf16"
+        );
+        assert!(wo(Scheme::PerTensor).weight_only);
+        let block = wo(Scheme::Block128);
+        assert_eq!(
+            (block.kernel.as_str(), block.stages),
+            ("gemm_mma_we4m3_abf16_block128", 4)
+        );
     }
 
     #[test]
     fn shared_memory_per_variant() {
-        let three = Variant {
-            kernel: String::new(),
-            stages: 3,
+        let bytes = |stages, weight_only| {
+            Variant {
+                kernel: String::new(),
+                stages,
+                weight_only,
+            }
+            .shared_bytes()
         };
-        assert_eq!(three.shared_bytes(), 48 * 1024);
-        let four = Variant {
-            kernel: String::new(),
-            stages: 4,
-        };
-        assert_eq!(four.shared_bytes(), 64 * 1024);
+        assert_eq!(bytes(3, false), 48 * 1024);
+        assert_eq!(bytes(4, false), 64 * 1024);
+        // 12 KB a stage (8 KB of X, 4 KB of W codes) and the 8 KB BF16 W tile.
+        assert_eq!(bytes(3, true), 44 * 1024);
+        assert_eq!(bytes(4, true), 56 * 1024);
     }
 
     #[test]
@@ -274,6 +306,17 @@ mod tests {
             let fp8 = problem(m, n, 4096 + 16, E4M3, Some(Scheme::PerTokenPerChannel));
             assert_eq!(MmaPath.supports(&fp8, (8, 9)), Ok(()));
             assert_eq!(MmaPath.supports(&fp8, (9, 0)), Ok(()));
+            // Weight-only: any 8-bit W format from sm_80 (fp8 is widened by bit arithmetic).
+            for f in QuantFormat::ALL {
+                let wo = problem(
+                    m,
+                    n,
+                    4096 + 16,
+                    Inputs::WeightOnly(f),
+                    Some(Scheme::Block128),
+                );
+                assert_eq!(MmaPath.supports(&wo, (8, 0)), Ok(()));
+            }
         }
     }
 
@@ -302,17 +345,16 @@ mod tests {
             .supports(&problem(8, 8, 64, Inputs::Bf16, None), (7, 5))
             .unwrap_err();
         assert!(why.contains("sm_80") && why.contains("sm_75"), "{why}");
+        // Weight-only W rows are K bytes: K = 40 is 80 bytes of X but 40 of W.
         let wo = problem(
             8,
             8,
-            64,
+            40,
             Inputs::WeightOnly(QuantFormat::Int8),
             Some(Scheme::PerTensor),
         );
-        assert!(MmaPath
-            .supports(&wo, (9, 0))
-            .unwrap_err()
-            .contains("weight-only"));
+        let why = MmaPath.supports(&wo, (9, 0)).unwrap_err();
+        assert!(why.contains("K = 40 (40 bytes per W row)"), "{why}");
         let long_k = (MAX_K_INT32 / 16 + 1) * 16;
         let why = MmaPath
             .supports(

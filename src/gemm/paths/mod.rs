@@ -326,6 +326,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn weight_only_gemms_past_small_m_take_tensor_cores() {
+        // Issue 13: M > 64 weight-only GEMMs fell to the CUDA-core simt path.
+        for f in QuantFormat::ALL {
+            for (m, want) in [(16, "small_m"), (64, "small_m"), (65, "mma"), (4096, "mma")] {
+                let problem = Problem {
+                    m,
+                    n: 4096,
+                    k: 4096,
+                    inputs: Inputs::WeightOnly(f),
+                    scheme: Some(Scheme::PerTokenPerChannel),
+                    bias: false,
+                };
+                for arch in [(8, 0), (9, 0), (10, 0)] {
+                    let path = auto(&problem, arch).unwrap();
+                    assert_eq!(path.name(), want, "M = {m} {f:?} on {arch:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn int8_block_partials_stay_within_the_exact_conversion() {
         // A 128-wide block of codes up to |128|: 2^21, half the bound; any K takes it.
         assert_eq!(

@@ -120,7 +120,7 @@ impl WgmmaPath {
         let (m, n, k) = (problem.m, problem.n, problem.k);
         let format = match problem.inputs {
             Inputs::WeightOnly(_) => {
-                return Err("weight-only GEMMs run on the small_m path".into());
+                return Err("weight-only GEMMs run on the small_m (M <= 64) and mma paths".into());
             }
             Inputs::Bf16 => None,
             Inputs::Quantized(format) => Some(format),

@@ -117,7 +117,8 @@ fn rejects_what_it_cannot_run_with_the_reason() {
         Inputs::WeightOnly(QuantFormat::E4m3),
         Some(Scheme::PerTokenPerChannel),
     );
-    assert!(err(&weight_only, HOPPER).contains("weight-only GEMMs run on the small_m path"));
+    assert!(err(&weight_only, HOPPER)
+        .contains("weight-only GEMMs run on the small_m (M <= 64) and mma paths"));
     let e = err(&problem(64, 64, 100, Inputs::Bf16, None), HOPPER);
     assert!(
         e.contains("K must be a multiple of 8") && e.contains("K = 100"),
